@@ -1,0 +1,183 @@
+"""Schema machinery: a registry of frozen dataclasses keyed by (NAME, VERSION).
+
+Every message that crosses a service boundary is one of these classes. The
+rules (DESIGN.md, "Messages"):
+
+- adding an optional field (with a default) keeps the version;
+- anything else is a new version; the old class stays registered, and an
+  upgrader turns its fields into the next version's, so a consumer always
+  handles the newest shape;
+- a body is never interpreted by guessing the version from its fields.
+
+Bodies are plain msgpack maps. Field values are checked against the
+annotations on decode, so garbage is rejected (and dead-lettered) at the edge
+instead of failing deep inside a handler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+_REGISTRY: dict[tuple[str, int], type] = {}
+_UPGRADERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+class SchemaError(ValueError):
+    """A body that does not fit its declared schema: a permanent error."""
+
+
+def message(cls: type) -> type:
+    """Class decorator: make `cls` a frozen dataclass and register it."""
+    cls = dataclass(frozen=True)(cls)
+    name, version = getattr(cls, "NAME", None), getattr(cls, "VERSION", None)
+    if not isinstance(name, str) or not isinstance(version, int):
+        raise TypeError(f"{cls.__name__} needs NAME: str and VERSION: int")
+    key = (name, version)
+    if key in _REGISTRY and _REGISTRY[key] is not cls:
+        raise TypeError(f"schema {name} v{version} registered twice")
+    _REGISTRY[key] = cls
+    return cls
+
+
+def upgrader(name: str, from_version: int):
+    """Register fn(fields of v N) -> fields of v N+1."""
+
+    def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        _UPGRADERS[(name, from_version)] = fn
+        return fn
+
+    return register
+
+
+def lookup(name: str, version: int) -> type:
+    try:
+        return _REGISTRY[(name, version)]
+    except KeyError:
+        known = sorted(v for (n, v) in _REGISTRY if n == name)
+        raise SchemaError(
+            f"unknown schema {name} v{version}"
+            + (f" (known versions: {known})" if known else "")
+        ) from None
+
+
+def latest_version(name: str) -> int:
+    versions = [v for (n, v) in _REGISTRY if n == name]
+    if not versions:
+        raise SchemaError(f"unknown schema {name}")
+    return max(versions)
+
+
+def all_schemas() -> list[type]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def routing_key(cls_or_msg: Any) -> str:
+    return f"{cls_or_msg.NAME}.v{cls_or_msg.VERSION}"
+
+
+def to_plain(msg: Any) -> dict:
+    """A message as a msgpack-ready map (nested dataclasses become maps)."""
+    return _plain(msg)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def from_plain(name: str, version: int, fields: Any) -> Any:
+    """Build the newest version of `name` from the fields of `version`."""
+    cls = lookup(name, version)
+    msg = build(cls, fields)
+    newest = latest_version(name)
+    while version < newest:
+        step = _UPGRADERS.get((name, version))
+        if step is None:
+            raise SchemaError(f"no upgrade from {name} v{version} to v{version + 1}")
+        version += 1
+        msg = build(lookup(name, version), step(to_plain(msg)))
+    return msg
+
+
+def build(cls: type, fields: Any) -> Any:
+    if not isinstance(fields, dict):
+        raise SchemaError(f"{cls.NAME} v{cls.VERSION}: body is {type(fields).__name__}, not a map")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in fields:
+            kwargs[f.name] = _convert(hints[f.name], fields[f.name], f"{cls.NAME}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{cls.NAME} v{cls.VERSION}: missing field {f.name!r}")
+    # Unknown keys are tolerated: a newer producer may have added optional fields.
+    return cls(**kwargs)
+
+
+_PRIMITIVES = {int: (int,), float: (float, int), str: (str,), bytes: (bytes,), bool: (bool,)}
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(errors[0] if errors else f"{where}: bad value")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SchemaError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        items = [_convert(item, v, f"{where}[]") for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{where}: expected a map, got {type(value).__name__}")
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _convert(key_tp, k, f"{where} key"): _convert(val_tp, v, f"{where}[{k!r}]")
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value)
+    allowed = _PRIMITIVES.get(tp)
+    if allowed is not None:
+        if isinstance(value, bool) and tp is not bool:
+            raise SchemaError(f"{where}: expected {tp.__name__}, got bool")
+        if not isinstance(value, allowed):
+            raise SchemaError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+        return float(value) if tp is float else value
+    return value
+
+
+__all__ = [
+    "ClassVar",
+    "SchemaError",
+    "all_schemas",
+    "build",
+    "from_plain",
+    "latest_version",
+    "lookup",
+    "message",
+    "routing_key",
+    "to_plain",
+    "upgrader",
+]

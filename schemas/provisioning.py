@@ -1,0 +1,77 @@
+"""Provisioning: frontend requests and factory entries.
+
+    factory ──entry.advertised──▶ burst.events ──▶ frontend, status
+    frontend ──glidein.request──▶ factory               (command, per entry)
+
+glidein.request v1 carried `remove_excess` as a bool; v2 carries the
+GlideinWMS mode string (NO, WAIT, IDLE, ALL). v1 bodies are upgraded: true
+becomes IDLE (remove idle pilots only), false becomes NO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+from ._base import ClassVar, message, upgrader
+
+REMOVE_EXCESS_MODES = ("NO", "WAIT", "IDLE", "ALL")
+
+
+@message
+class GlideinRequestV1:
+    NAME: ClassVar[str] = "glidein.request"
+    VERSION: ClassVar[int] = 1
+    frontend: str
+    group: str
+    entry: str
+    idle_target: int
+    max_glideins: int
+    remove_excess: bool
+    idle_lifetime_s: float = 0.0
+    seq: int = 0
+    time: float = 0.0
+
+
+@message
+class GlideinRequest:
+    NAME: ClassVar[str] = "glidein.request"
+    VERSION: ClassVar[int] = 2
+    frontend: str
+    group: str
+    entry: str
+    idle_target: int  # pilots wanted waiting (pending or unclaimed) at this entry
+    max_glideins: int  # ceiling on all pilots of this group at this entry
+    remove_excess: str  # NO | WAIT | IDLE | ALL
+    idle_lifetime_s: float = 0.0  # 0: the entry's default
+    credentials: dict[str, bytes] = field(default_factory=dict)  # trust domain -> sealed blob
+    seq: int = 0
+    time: float = 0.0
+
+
+@upgrader("glidein.request", 1)
+def _request_v1_to_v2(fields: dict) -> dict:
+    fields = dict(fields)
+    fields["remove_excess"] = "IDLE" if fields.pop("remove_excess") else "NO"
+    return fields
+
+
+@message
+class EntryAdvertised:
+    """An entry as its factory sees it now: configuration and pilot counts."""
+
+    NAME: ClassVar[str] = "entry.advertised"
+    VERSION: ClassVar[int] = 1
+    entry: str
+    site: str
+    driver: str
+    provider: str
+    factory: str
+    ad: str  # the slot ad a pilot of this entry will advertise (for frontend matching)
+    endpoint: str = ""
+    trust_domain: str = ""
+    cpus: int = 1
+    memory_mb: int = 1024
+    disk_mb: int = 1024
+    pilots: dict[str, int] = field(default_factory=dict)  # state -> count
+    max_pilots: int = 0
+    time: float = 0.0

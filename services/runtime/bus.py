@@ -1,0 +1,345 @@
+"""The bus: one interface, two implementations (RabbitMQ and in-memory).
+
+Two exchanges per namespace (``<ns>`` = BURST_NAMESPACE, default ``burst``):
+
+    <ns>.cmd     direct   commands; key NAME.vN, or NAME.vN.<target> when
+                          addressed to one instance (a schedd, a pilot)
+    <ns>.events  topic    the event stream; key NAME.vN
+
+    publisher ──send(cmd, to="schedd")──▶ <ns>.cmd ──job.submit.v1.schedd──▶ [<ns>.schedd] ──▶ handler
+    publisher ──emit(event)──▶ <ns>.events ──job.completed.v1──┬──▶ [<ns>.web] (each service queue
+                                                               ├──▶ [<ns>.frontend]  gets a copy)
+                                                               └──▶ [<ns>.events.log] (stream, history)
+
+Commands that no queue is bound for (a dead pilot, an unknown version) go to
+the alternate exchange and wait in ``<ns>.unroutable``; events of versions a
+consumer does not know still reach it (it binds NAME.*) and are dead-lettered.
+
+Handlers are ``fn(message, ctx) -> reply | None``. They run one at a time on
+the bus's I/O thread, so a service needs no locks around its own state. A
+handler's incoming message is acked only after everything it published is
+confirmed; the ack policy (ackpolicy.py) decides retry or dead-letter on
+failure.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import schemas
+
+from . import ackpolicy, codec, metrics, tracing
+from .ackpolicy import RetryPolicy
+from .codec import Envelope, Undecodable
+from .config import Settings
+
+log = logging.getLogger("burst.bus")
+
+Handler = Callable[[Any, "Context"], Any]
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker did not answer; str() is the one line a user sees."""
+
+    def __init__(self, url: str, detail: str = ""):
+        self.url = url
+        super().__init__(
+            f"cannot reach the RabbitMQ broker at {url}"
+            + (f" ({detail})" if detail else "")
+            + "; start one (rabbitmq-server -detached) or set AMQP_URL"
+        )
+
+
+class RpcTimeout(TimeoutError):
+    pass
+
+
+class RemoteError(RuntimeError):
+    """The service answered an RPC with rpc.error."""
+
+
+@dataclass(frozen=True)
+class Names:
+    namespace: str
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.namespace}.cmd"
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def unroutable(self) -> str:
+        return f"{self.namespace}.unroutable"
+
+    @property
+    def event_log(self) -> str:
+        return f"{self.namespace}.events.log"
+
+    def queue(self, name: str) -> str:
+        return f"{self.namespace}.{name}"
+
+    @staticmethod
+    def dlq(queue: str) -> str:
+        return f"{queue}.dlq"
+
+    @staticmethod
+    def retry(queue: str) -> str:
+        return f"{queue}.retry"
+
+
+def command_key(msg_or_cls: Any, to: str | None = None) -> str:
+    key = schemas.routing_key(msg_or_cls)
+    return f"{key}.{to}" if to else key
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A queue, what it is bound to and who handles what arrives on it.
+
+    `commands` are bound on the cmd exchange for every known version of each
+    schema (addressed to `target` when set); `events` are bound on the events
+    exchange as NAME.* so that unknown versions arrive and are dead-lettered.
+    """
+
+    queue: str  # without the namespace
+    commands: Mapping[str, Handler] = field(default_factory=dict)
+    events: Mapping[str, Handler] = field(default_factory=dict)
+    target: str | None = None
+    prefetch: int = 200
+    expires_s: float | None = None  # delete the queue after this long without consumers
+    single_active_consumer: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def handler_for(self, schema_name: str) -> Handler | None:
+        return self.commands.get(schema_name) or self.events.get(schema_name)
+
+    def command_keys(self) -> list[str]:
+        keys = []
+        for name in self.commands:
+            for version in _versions(name):
+                key = f"{name}.v{version}"
+                keys.append(f"{key}.{self.target}" if self.target else key)
+        return keys
+
+    def event_patterns(self) -> list[str]:
+        return [f"{name}.*" for name in self.events]
+
+    def queue_arguments(self, full_name: str) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": Names.dlq(full_name),
+        }
+        if self.expires_s:
+            args["x-expires"] = int(self.expires_s * 1000)
+        if self.single_active_consumer:
+            args["x-single-active-consumer"] = True
+        return args
+
+
+def _versions(name: str) -> list[int]:
+    return [v for v in range(1, schemas.latest_version(name) + 1) if _known(name, v)]
+
+
+def _known(name: str, version: int) -> bool:
+    try:
+        schemas.lookup(name, version)
+    except schemas.SchemaError:
+        return False
+    return True
+
+
+class Context:
+    """What a handler gets besides the message: the envelope and publishing.
+
+    Messages published through the context get ids derived from the handled
+    message's id, so a redelivery that reruns the handler republishes the same
+    ids (see codec.derived_message_id).
+    """
+
+    def __init__(self, bus: "Bus", envelope: Envelope, queue: str):
+        self.bus = bus
+        self.envelope = envelope
+        self.queue = queue
+        self._published = 0
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self.envelope.correlation_id
+
+    def _next_id(self) -> str:
+        self._published += 1
+        return codec.derived_message_id(self.envelope.message_id, self._published)
+
+    def emit(self, event: Any, *, correlation_id: str | None = None) -> None:
+        self.bus.emit(event, correlation_id=correlation_id or self.correlation_id,
+                      message_id=self._next_id())
+
+    def send(self, command: Any, to: str | None = None, *,
+             correlation_id: str | None = None) -> None:
+        self.bus.send(command, to, correlation_id=correlation_id or self.correlation_id,
+                      message_id=self._next_id())
+
+
+class Bus(abc.ABC):
+    """Publishing, consuming, RPC and timers; see the module docstring."""
+
+    def __init__(self, settings: Settings, service: str):
+        self.settings = settings
+        self.service = service
+        self.names = Names(settings.namespace)
+        self.subscriptions: list[Subscription] = []
+        tracing.setup(service)
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def subscribe(self, subscription: Subscription) -> None:
+        """Declare a queue and consume it; call before start()."""
+        self.subscriptions.append(subscription)
+
+    @abc.abstractmethod
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect, declare everything, start consuming; raise BrokerUnavailable."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    # --- publishing (any thread) -------------------------------------------------------------
+
+    def emit(self, event: Any, *, correlation_id: str | None = None,
+             message_id: str | None = None) -> None:
+        env = self._envelope(event, correlation_id, message_id)
+        self._publish(self.names.events, env.routing_key, env)
+
+    def send(self, command: Any, to: str | None = None, *, correlation_id: str | None = None,
+             message_id: str | None = None) -> None:
+        env = self._envelope(command, correlation_id, message_id)
+        self._publish(self.names.cmd, command_key(command, to), env)
+
+    @abc.abstractmethod
+    def call(self, command: Any, to: str | None = None, *, timeout: float = 10.0) -> Any:
+        """Send a command and wait for its reply; raise RpcTimeout or RemoteError."""
+
+    @abc.abstractmethod
+    def publish_raw(self, exchange: str, routing_key: str, body: bytes, *,
+                    type: str | None = None, headers: dict | None = None,
+                    content_type: str = codec.CONTENT_TYPE) -> None:
+        """Publish bytes as they are (tests, bad-message drills)."""
+
+    @abc.abstractmethod
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything published so far is confirmed."""
+
+    # --- timers (run on the I/O thread) ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def call_later(self, delay_s: float, fn: Callable[[], Any]) -> None: ...
+
+    def call_every(self, interval_s: float, fn: Callable[[], Any],
+                   first_delay_s: float = 0.0) -> None:
+        def tick() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("event=timer_failed fn=%s", getattr(fn, "__name__", fn))
+            self.call_later(interval_s, tick)
+
+        self.call_later(first_delay_s, tick)
+
+    @abc.abstractmethod
+    def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
+        """Run fn on the I/O thread (from any thread)."""
+
+    # --- inspection ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def dead_letters(self, queue: str) -> list[tuple[Envelope, str]]:
+        """Messages in a queue's dead-letter queue, with their reasons (not removed)."""
+
+    @abc.abstractmethod
+    def history(self, since: float | None = None, follow: bool = False,
+                idle_timeout: float = 1.0) -> Iterator[Envelope]:
+        """Events from the event log, oldest first, from `since` (epoch seconds)."""
+
+    # --- shared by implementations -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None: ...
+
+    def _envelope(self, msg: Any, correlation_id: str | None, message_id: str | None) -> Envelope:
+        headers = tracing.inject({"x-burst-service": self.service})
+        return codec.encode(msg, message_id=message_id, correlation_id=correlation_id,
+                            headers=headers)
+
+    def _dispatch(self, sub: Subscription, queue: str, env: Envelope) -> tuple[ackpolicy.Outcome,
+                                                                               Any]:
+        """Decode and handle one message; return what the ack policy says, and any reply."""
+        started = time.perf_counter()
+        try:
+            msg = codec.decode(env)
+        except Undecodable as exc:
+            metrics.DEAD_LETTERED.labels(queue=queue, schema=env.type or "?").inc()
+            log.warning("event=undecodable queue=%s type=%s reason=%r", queue, env.type, str(exc))
+            return self._dead(env, f"undecodable: {exc}")
+        handler = sub.handler_for(msg.NAME)
+        if handler is None:
+            return self._dead(env, f"no handler for {msg.NAME} on {queue}")
+        ctx = Context(self, env, queue)
+        attempt = ackpolicy.retry_count_of(env.headers)
+        with tracing.consuming(msg.NAME, env.headers, {"messaging.destination": queue,
+                                                       "messaging.message_id": env.message_id,
+                                                       "burst.attempt": attempt}) as span:
+            try:
+                reply = handler(msg, ctx)
+            except Exception as exc:
+                outcome = ackpolicy.after_failure(exc, attempt, sub.retry)
+                span.record_exception(exc)
+                log.warning("event=handler_failed queue=%s schema=%s action=%s reason=%r",
+                            queue, msg.NAME, outcome.action, outcome.reason,
+                            exc_info=outcome.action == "dead")
+                counter = metrics.DEAD_LETTERED if outcome.action == "dead" else metrics.RETRIED
+                counter.labels(queue=queue, schema=msg.NAME).inc()
+                if outcome.action == "dead":
+                    return self._dead(env, outcome.reason)
+                return outcome, None
+        metrics.HANDLED.labels(queue=queue, schema=msg.NAME).inc()
+        metrics.HANDLE_SECONDS.labels(schema=msg.NAME).observe(time.perf_counter() - started)
+        return ackpolicy.ACK, reply
+
+    @staticmethod
+    def _dead(env: Envelope, reason: str) -> tuple[ackpolicy.Outcome, Any]:
+        """Dead-letter; an RPC caller gets the reason instead of waiting for a timeout."""
+        reply = schemas.job.RpcError(message=reason) if env.reply_to else None
+        return ackpolicy.Outcome("dead", reason), reply
+
+    @staticmethod
+    def _dead_headers(env: Envelope, queue: str, reason: str) -> dict:
+        return {**env.headers, ackpolicy.ERROR_HEADER: reason[:1000],
+                ackpolicy.QUEUE_HEADER: queue, ackpolicy.ROUTING_KEY_HEADER: env.routing_key}
+
+    @staticmethod
+    def _unwrap_reply(reply: Any) -> Any:
+        if isinstance(reply, schemas.job.RpcError):
+            raise RemoteError(reply.message)
+        return reply
+
+
+def connect(settings: Settings, service: str, *, memory: bool = False) -> Bus:
+    """The bus a process should use: RabbitMQ, or in-memory for unit tests."""
+    if memory:
+        from .memory import InMemoryBus
+
+        return InMemoryBus(settings, service)
+    from .rabbit import RabbitBus
+
+    return RabbitBus(settings, service)

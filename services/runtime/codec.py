@@ -1,0 +1,110 @@
+"""The wire format: a schema message <-> an Envelope (body + AMQP properties).
+
+    message ──encode──▶ Envelope(body=msgpack map, type=NAME, x-schema-version=N, ...)
+    Envelope ──decode──▶ newest version of the message (upgraded when older)
+
+The version travels in the `x-schema-version` header and the schema name in
+the AMQP `type` property; the body alone is never used to guess either.
+Anything that cannot be decoded raises `Undecodable`, which the ack policy
+dead-letters.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+import schemas
+from schemas import SchemaError
+
+CONTENT_TYPE = "application/msgpack"
+VERSION_HEADER = "x-schema-version"
+
+
+class Undecodable(Exception):
+    """A body that cannot become a message: wrong type, version or bytes."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    version: int
+    body: bytes
+    message_id: str
+    correlation_id: str | None = None
+    timestamp: int = 0
+    headers: dict[str, Any] = field(default_factory=dict)
+    content_type: str = CONTENT_TYPE
+    routing_key: str = ""
+    reply_to: str | None = None
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def derived_message_id(parent_id: str, index: int) -> str:
+    """Id of the index-th message a handler publishes while handling parent_id.
+
+    A redelivered message makes its handler run again; deriving the ids of what
+    it publishes from the parent's id makes the repeats carry the same ids, so
+    consumers that deduplicate by message id see them as the same messages.
+    """
+    return uuid.uuid5(uuid.UUID(hex=parent_id) if _is_hex_uuid(parent_id) else uuid.NAMESPACE_OID,
+                      f"{parent_id}/{index}").hex
+
+
+def _is_hex_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(hex=value)
+    except ValueError:
+        return False
+    return True
+
+
+def encode(
+    msg: Any,
+    *,
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+    reply_to: str | None = None,
+) -> Envelope:
+    body = msgpack.packb(schemas.to_plain(msg), use_bin_type=True)
+    return Envelope(
+        type=msg.NAME,
+        version=msg.VERSION,
+        body=body,
+        message_id=message_id or new_message_id(),
+        correlation_id=correlation_id,
+        timestamp=int(time.time()),
+        headers={VERSION_HEADER: msg.VERSION, **(headers or {})},
+        routing_key=schemas.routing_key(msg),
+        reply_to=reply_to,
+    )
+
+
+def decode(env: Envelope) -> Any:
+    if not env.type:
+        raise Undecodable("message has no AMQP type (schema name)")
+    if env.content_type != CONTENT_TYPE:
+        raise Undecodable(f"content type {env.content_type!r} is not {CONTENT_TYPE}")
+    version = env.headers.get(VERSION_HEADER)
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Undecodable(f"{env.type}: header {VERSION_HEADER} missing or not an integer")
+    try:
+        fields = msgpack.unpackb(env.body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise Undecodable(f"{env.type} v{version}: body is not msgpack ({exc})") from None
+    try:
+        return schemas.from_plain(env.type, version, fields)
+    except (SchemaError, TypeError) as exc:
+        raise Undecodable(str(exc)) from None

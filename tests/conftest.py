@@ -1,0 +1,41 @@
+"""Shared fixtures: a settings object per test with its own namespace.
+
+Tests that need RabbitMQ take `rabbit_settings`; when no broker answers at
+AMQP_URL they fail (never skip): a missing broker in CI must be loud.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from services.runtime.config import Settings
+
+
+def fresh_settings(tmp_path, **env) -> Settings:
+    base = {
+        "AMQP_URL": os.environ.get("AMQP_URL", ""),
+        "BURST_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
+        "BURST_STATE_DIR": str(tmp_path / "state"),
+    }
+    if os.environ.get("BURST_CONFIG"):
+        base["BURST_CONFIG"] = os.environ["BURST_CONFIG"]
+    base.update(env)
+    return Settings.from_env(base)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return fresh_settings(tmp_path)
+
+
+@pytest.fixture
+def rabbit_settings(settings) -> Settings:
+    from services.runtime.rabbit import broker_answers
+
+    if not broker_answers(settings):
+        pytest.fail(f"no RabbitMQ broker answers at {settings.safe_url}: start one "
+                    "(rabbitmq-server -detached) or set AMQP_URL", pytrace=False)
+    return settings

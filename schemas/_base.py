@@ -109,17 +109,28 @@ def from_plain(name: str, version: int, fields: Any) -> Any:
 
 
 def build(cls: type, fields: Any) -> Any:
+    label = f"{cls.NAME} v{cls.VERSION}" if hasattr(cls, "NAME") else cls.__name__
     if not isinstance(fields, dict):
-        raise SchemaError(f"{cls.NAME} v{cls.VERSION}: body is {type(fields).__name__}, not a map")
-    hints = typing.get_type_hints(cls)
+        raise SchemaError(f"{label}: body is {type(fields).__name__}, not a map")
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in fields:
-            kwargs[f.name] = _convert(hints[f.name], fields[f.name], f"{cls.NAME}.{f.name}")
+            kwargs[f.name] = _convert(hints[f.name], fields[f.name], f"{label}: {f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SchemaError(f"{cls.NAME} v{cls.VERSION}: missing field {f.name!r}")
+            raise SchemaError(f"{label}: missing field {f.name!r}")
     # Unknown keys are tolerated: a newer producer may have added optional fields.
     return cls(**kwargs)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    # get_type_hints re-evaluates string annotations on every call; decoding is a hot path.
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 _PRIMITIVES = {int: (int,), float: (float, int), str: (str,), bytes: (bytes,), bool: (bool,)}

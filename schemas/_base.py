@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 _REGISTRY: dict[tuple[str, int], type] = {}
 _UPGRADERS: dict[tuple[str, int], Callable[[dict], dict]] = {}

@@ -49,7 +49,7 @@ def _value(tp: Any, name: str) -> Any:
     if name == "remove_excess" and tp is str:
         return "IDLE"
     return {str: f"example-{name}", int: 7, float: 1.5, bool: True,
-            bytes: f"bytes-{name}".encode()}.get(tp, None)
+            bytes: f"bytes-{name}".encode()}.get(tp)
 
 
 def write_missing() -> list[Path]:

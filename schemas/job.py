@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from ._base import ClassVar, message
 
-
 # --- commands to a schedd (RPC: the reply is the next schema) -------------------------------
 
 

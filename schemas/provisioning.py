@@ -75,3 +75,4 @@ class EntryAdvertised:
     pilots: dict[str, int] = field(default_factory=dict)  # state -> count
     max_pilots: int = 0
     time: float = 0.0
+    clients: dict[str, dict[str, int]] = field(default_factory=dict)  # client -> state -> count

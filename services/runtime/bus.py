@@ -6,10 +6,10 @@ Two exchanges per namespace (``<ns>`` = BURST_NAMESPACE, default ``burst``):
                           addressed to one instance (a schedd, a pilot)
     <ns>.events  topic    the event stream; key NAME.vN
 
-    publisher ──send(cmd, to="schedd")──▶ <ns>.cmd ──job.submit.v1.schedd──▶ [<ns>.schedd] ──▶ handler
-    publisher ──emit(event)──▶ <ns>.events ──job.completed.v1──┬──▶ [<ns>.web] (each service queue
-                                                               ├──▶ [<ns>.frontend]  gets a copy)
-                                                               └──▶ [<ns>.events.log] (stream, history)
+    send(cmd, to="schedd") ──▶ <ns>.cmd ──job.submit.v1.schedd──▶ [<ns>.schedd.schedd] ──▶ handler
+    emit(event) ──▶ <ns>.events ──job.completed.v1──┬──▶ [<ns>.web]       (each service queue
+                                                    ├──▶ [<ns>.frontend]   gets its own copy)
+                                                    └──▶ [<ns>.events.log] (stream: history)
 
 Commands that no queue is bound for (a dead pilot, an unknown version) go to
 the alternate exchange and wait in ``<ns>.unroutable``; events of versions a
@@ -27,8 +27,9 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import schemas
 
@@ -163,7 +164,7 @@ class Context:
     ids (see codec.derived_message_id).
     """
 
-    def __init__(self, bus: "Bus", envelope: Envelope, queue: str):
+    def __init__(self, bus: Bus, envelope: Envelope, queue: str):
         self.bus = bus
         self.envelope = envelope
         self.queue = queue

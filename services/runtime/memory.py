@@ -14,9 +14,10 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import codec
 from .bus import Bus, RpcTimeout, Subscription, command_key

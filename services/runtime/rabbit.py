@@ -22,11 +22,12 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -298,7 +299,8 @@ class RabbitBus(Bus):
         self._await(self._publish_async([]), timeout)
 
     def call(self, command: Any, to: str | None = None, *, timeout: float = 10.0) -> Any:
-        headers = {"x-burst-service": self.service, DEADLINE_HEADER: int((time.time() + timeout) * 1000)}
+        deadline_ms = int((time.time() + timeout) * 1000)
+        headers = {"x-burst-service": self.service, DEADLINE_HEADER: deadline_ms}
         env = codec.encode(command, headers=headers, reply_to=REPLY_TO)
         fut: Future = Future()
 
@@ -439,7 +441,7 @@ def read_event_log(settings: Settings, *, since: float | None = None, follow: bo
         ch.basic_qos(prefetch_count=500)
         offset: Any = "first"
         if since is not None:
-            offset = datetime.fromtimestamp(since, tz=timezone.utc)
+            offset = datetime.fromtimestamp(since, tz=UTC)
         stream = f"{settings.namespace}.events.log"
         ch.queue_declare(stream, durable=True, arguments=_stream_arguments())
         unacked = 0

@@ -1,0 +1,367 @@
+"""`burst`: the command line of a burstwms pool (DESIGN.md, "Interface").
+
+Exit codes: 0 success; 1 the command failed (bad file, job held, unknown id);
+2 usage error or `wait` timed out; 3 the broker or a service did not answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.runtime.bus import BrokerUnavailable, RemoteError, RpcTimeout
+from services.runtime.config import ConfigError, Settings
+
+from . import output, stack
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+TERMINAL_STATES = ("completed", "held", "removed")
+
+
+class Failure(click.ClickException):
+    """A one-line error with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"burst: {self.message}", err=True)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn infrastructure errors into one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BrokerUnavailable as exc:
+            raise Failure(str(exc), EXIT_UNAVAILABLE) from None
+        except RpcTimeout as exc:
+            raise Failure(f"{exc}; is the stack up? (burst up -d)", EXIT_UNAVAILABLE) from None
+        except RemoteError as exc:
+            raise Failure(str(exc)) from None
+        except ConfigError as exc:
+            raise Failure(str(exc), EXIT_USAGE) from None
+
+    return wrapper
+
+
+def settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+
+
+def schedd_name(s: Settings, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    import os
+
+    if os.environ.get("BURST_SCHEDD"):
+        return os.environ["BURST_SCHEDD"]
+    try:
+        from services.runtime.config import load_pool_config
+
+        return load_pool_config(s.config_path).services.schedd_name
+    except ConfigError:
+        return "schedd"
+
+
+def client_bus(s: Settings):
+    from services.runtime.bus import connect
+
+    bus = connect(s, "cli")
+    bus.start()
+    return bus
+
+
+schedd_option = click.option("--schedd", "schedd", default=None,
+                             help="schedd to talk to (default: BURST_SCHEDD or the config)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """burstwms: grow an HTCondor-style pool onto local processes, grids and clouds."""
+
+
+# --- the stack -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("-d", "detach", is_flag=True, help="return once every service is ready")
+@friendly
+def up(detach: bool) -> None:
+    """Start every service that is not running yet."""
+    s = settings()
+    from services.runtime.config import load_pool_config
+    from services.runtime.rabbit import broker_answers
+
+    load_pool_config(s.config_path)  # fail here, with the field named, not in a service log
+    if not broker_answers(s):
+        raise BrokerUnavailable(s.safe_url)
+    procs = stack.start(s)
+    failed = stack.wait_ready(s, procs)
+    for name in failed:
+        click.echo(f"burst: {name} did not start; last lines of {stack.log_path(s, name)}:",
+                   err=True)
+        click.echo(stack.log_tail(s, name), err=True)
+    if failed:
+        raise Failure(f"{len(failed)} service(s) failed to start: {', '.join(failed)}")
+    for state in stack.service_states(s):
+        note = "started" if state.name in procs else "already running"
+        click.echo(f"{state.name:<11} pid {state.pid:<8} {note}")
+    if detach:
+        return
+    click.echo("running; Ctrl-C stops the stack")
+    try:
+        while all(st.alive for st in stack.service_states(s)):
+            time.sleep(1)
+        raise Failure("a service stopped; see the logs in " + str(s.path("logs")))
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        stack.stop(s)
+
+
+@cli.command()
+@friendly
+def down() -> None:
+    """Stop the services and local pilots (queued work stays in the broker and the schedd)."""
+    s = settings()
+    leftover = stack.stop(s)
+    if leftover:
+        raise Failure(f"still running after SIGTERM: {', '.join(leftover)}")
+    click.echo("stopped")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.pass_context
+def service(ctx: click.Context, name: str) -> None:
+    """Run one service in the foreground (what compose uses)."""
+    import importlib
+
+    known = stack.SERVICES + ("glidein",)
+    if name not in known:
+        raise Failure(f"unknown service {name!r}; one of {', '.join(known)}", EXIT_USAGE)
+    module = importlib.import_module(f"services.{name}.__main__")
+    sys.exit(module.main(ctx.args))
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print {cluster, jobs} as JSON")
+@click.option("--owner", default=None, help="submit as this owner (default: BURST_OWNER or you)")
+@schedd_option
+@friendly
+def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> None:
+    """Queue the jobs of an HTCondor submit description file."""
+    import os
+
+    from schemas.job import ClusterNew, JobSubmit, ProcAd
+    from services.schedd.submitfile import SubmitError, parse_submit_file
+
+    s = settings()
+    owner = owner or os.environ.get("BURST_OWNER") or getpass.getuser()
+    try:
+        parse_submit_file(file, cluster=1, owner=owner)  # check before taking a cluster id
+    except SubmitError as exc:
+        raise Failure(str(exc)) from None
+    except OSError as exc:
+        raise Failure(f"{file}: {exc.strerror}") from None
+    name = schedd_name(s, schedd)
+    bus = client_bus(s)
+    try:
+        cluster = bus.call(ClusterNew(owner=owner), to=name).cluster
+        specs = parse_submit_file(file, cluster=cluster, owner=owner)
+        procs = [ProcAd(proc=spec.proc, ad=_ad_text(spec.ad)) for spec in specs]
+        done = bus.call(JobSubmit(cluster=cluster, owner=owner,
+                                  submit_file=str(file.absolute()), procs=procs),
+                        to=name, timeout=60)
+    finally:
+        bus.stop()
+    if as_json:
+        click.echo(json.dumps({"cluster": done.cluster, "jobs": done.jobs}))
+    else:
+        click.echo(f"{len(done.jobs)} job(s) submitted to cluster {done.cluster}.")
+
+
+def _ad_text(ad: Any) -> str:
+    return ad if isinstance(ad, str) else str(ad)
+
+
+def query(s: Settings, ids: tuple[str, ...], schedd: str | None) -> list:
+    from schemas.job import JobQuery
+
+    bus = client_bus(s)
+    try:
+        return bus.call(JobQuery(ids=list(ids)), to=schedd_name(s, schedd), timeout=30).jobs
+    finally:
+        bus.stop()
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list of jobs")
+@schedd_option
+@friendly
+def q(ids: tuple[str, ...], as_json: bool, schedd: str | None) -> None:
+    """Show jobs: state, exit code, where they ran, why they wait."""
+    jobs = query(settings(), ids, schedd)
+    if as_json:
+        click.echo(json.dumps([output.job_json(j) for j in jobs]))
+    else:
+        output.print_jobs(jobs)
+
+
+@cli.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--timeout", type=float, default=None, help="give up after S seconds (exit 2)")
+@schedd_option
+@friendly
+def wait(ids: tuple[str, ...], timeout: float | None, schedd: str | None) -> None:
+    """Wait until the jobs complete: exit 0; 1 if one is held or removed; 2 on timeout."""
+    s = settings()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    progress = output.Progress()
+    while True:
+        jobs = query(s, ids, schedd)
+        missing = [i for i in ids if not any(j.id == i or j.id.startswith(f"{i}.") for j in jobs)]
+        if missing:
+            progress.done()
+            raise Failure(f"no such job: {', '.join(missing)}")
+        progress.show(jobs)
+        bad = [j for j in jobs if j.state in ("held", "removed")]
+        if bad:
+            progress.done()
+            for j in bad:
+                reason = f": {j.hold_reason}" if j.hold_reason else ""
+                click.echo(f"job {j.id} is {j.state}{reason}", err=True)
+            sys.exit(EXIT_FAILED)
+        if all(j.state == "completed" for j in jobs):
+            progress.done()
+            click.echo(f"{len(jobs)} job(s) completed")
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            progress.done()
+            raise Failure(f"timed out after {timeout:g}s", EXIT_USAGE)
+        time.sleep(0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _act(action: str, ids: tuple[str, ...], reason: str, schedd: str | None) -> None:
+    from schemas.job import JobAction
+
+    s = settings()
+    bus = client_bus(s)
+    try:
+        result = bus.call(JobAction(action=action, ids=list(ids), reason=reason),
+                          to=schedd_name(s, schedd))
+    finally:
+        bus.stop()
+    verb = {"remove": "removed", "hold": "held", "release": "released"}[action]
+    if result.changed:
+        click.echo(f"{verb} {len(result.changed)} job(s): {' '.join(result.changed)}")
+    for job_id, why in sorted(result.skipped.items()):
+        click.echo(f"job {job_id} not {verb}: {why}", err=True)
+    if not result.changed:
+        sys.exit(EXIT_FAILED)
+
+
+def _action_command(action: str, help_text: str) -> None:
+    @click.argument("ids", nargs=-1, required=True)
+    @click.option("--reason", default="", help="recorded with the job")
+    @schedd_option
+    @friendly
+    def command(ids: tuple[str, ...], reason: str, schedd: str | None) -> None:
+        _act(action, ids, reason, schedd)
+
+    command.__doc__ = help_text
+    cli.command(name={"remove": "rm"}.get(action, action))(command)
+
+
+_action_command("remove", "Remove jobs (a running job is killed on its pilot).")
+_action_command("hold", "Hold jobs until released (a running job is stopped).")
+_action_command("release", "Release held jobs back to idle.")
+
+
+# --- the pool ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def status(as_json: bool) -> None:
+    """Entries, pilots and VMs by state, slots, jobs: the pool as its events tell it."""
+    from services.runtime.rabbit import read_event_log
+
+    from .view import PoolView
+
+    s = settings()
+    view = PoolView()
+    for env in read_event_log(s, idle_timeout=0.5):
+        event = output.decode_or_none(env)
+        if event is not None:
+            view.apply(event)
+    services = {st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
+    result = {"entries": view.entry_rows(), "jobs": view.job_counts(), "slots": view.slots(),
+              "vms": view.vms(), "services": services}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        output.print_status(result)
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="keep printing new events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--since", default=None, help="epoch seconds, ISO time, or an age like 10m, 2h")
+@friendly
+def events(follow: bool, as_json: bool, since: str | None) -> None:
+    """The event stream, one line per event."""
+    from services.runtime.rabbit import read_event_log
+
+    s = settings()
+    start = output.parse_since(since) if since else None
+    try:
+        for env in read_event_log(s, since=start, follow=follow, idle_timeout=0.5):
+            click.echo(output.event_json(env) if as_json else output.event_line(env))
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        sys.stderr.close()
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["negotiate", "bus"]))
+@click.option("--json", "as_json", is_flag=True, help="one line: a flat JSON object")
+@friendly
+def bench(name: str, as_json: bool) -> None:
+    """Benchmarks: negotiate (matchmaking pass), bus (runtime vs raw pika)."""
+    import importlib
+
+    module = importlib.import_module({"negotiate": "services.negotiator.bench",
+                                      "bus": "services.runtime.bench"}[name])
+    result = module.run() if name == "negotiate" else module.run(settings())
+    click.echo(json.dumps(result) if as_json else module.format_report(result))
+
+
+def main() -> None:
+    cli(prog_name="burst")
+
+
+if __name__ == "__main__":
+    main()

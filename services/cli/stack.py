@@ -1,0 +1,148 @@
+"""`burst up` / `burst down`: every service as its own process on this machine.
+
+    burst up -d ──▶ python -m services.<name>  (one per service, own session, log file)
+                    └── waits for <state>/run/<name>.pid, written once the service consumes
+    burst down  ──▶ SIGTERM to services and local pilots, waits for them to exit
+
+Services keep their state in the broker and (the schedd) in SQLite, so a
+down/up cycle loses nothing: queued commands wait in durable queues.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from services.runtime.config import REPO_ROOT, Settings
+
+SERVICES = ("schedd", "negotiator", "frontend", "factory")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    pid: int | None
+    alive: bool
+
+
+def pid_path(settings: Settings, name: str) -> Path:
+    return settings.path("run", f"{name}.pid")
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    return settings.path("logs", f"{name}.log")
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def service_states(settings: Settings) -> list[ServiceState]:
+    states = []
+    for name in SERVICES:
+        pid = read_pid(pid_path(settings, name))
+        states.append(ServiceState(name, pid, alive(pid)))
+    return states
+
+
+def start(settings: Settings, names: tuple[str, ...] = SERVICES) -> dict[str, subprocess.Popen]:
+    """Start the services that are not running; returns the processes started."""
+    started = {}
+    for name in names:
+        if alive(read_pid(pid_path(settings, name))):
+            continue
+        pid_path(settings, name).unlink(missing_ok=True)
+        log = log_path(settings, name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "BURST_STATE_DIR": str(settings.state_dir),
+               "BURST_NAMESPACE": settings.namespace, "AMQP_URL": settings.amqp_url,
+               "BURST_CONFIG": str(settings.config_path.absolute())}
+        with open(log, "ab") as out:
+            started[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, cwd=str(REPO_ROOT),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+    return started
+
+
+def wait_ready(settings: Settings, procs: dict[str, subprocess.Popen],
+               timeout: float = READY_TIMEOUT_S) -> list[str]:
+    """Wait until each started service wrote its pid file; return the ones that failed."""
+    deadline = time.monotonic() + timeout
+    waiting = dict(procs)
+    failed = []
+    while waiting and time.monotonic() < deadline:
+        for name, proc in list(waiting.items()):
+            if read_pid(pid_path(settings, name)) == proc.pid:
+                del waiting[name]
+            elif proc.poll() is not None:
+                failed.append(name)
+                del waiting[name]
+        time.sleep(0.05)
+    return failed + list(waiting)
+
+
+def log_tail(settings: Settings, name: str, lines: int = 8) -> str:
+    try:
+        return "\n".join(log_path(settings, name).read_text().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def pilot_pids(settings: Settings) -> list[int]:
+    pids = []
+    for path in settings.path("pilots").glob("*/pid"):
+        pid = read_pid(path)
+        if alive(pid):
+            pids.append(pid)
+    return pids
+
+
+def stop(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> list[str]:
+    """SIGTERM services first (no new work), then pilots; return what did not stop."""
+    targets = [(s.name, s.pid) for s in service_states(settings) if s.alive]
+    _terminate(targets)
+    leftover = _wait_gone(targets, timeout)
+    pilots = [(f"pilot {pid}", pid) for pid in pilot_pids(settings)]
+    _terminate(pilots, group=True)
+    return leftover + _wait_gone(pilots, timeout)
+
+
+def _terminate(targets: list[tuple[str, int | None]], group: bool = False) -> None:
+    for _name, pid in targets:
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_gone(targets: list[tuple[str, int | None]], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    remaining = [(n, p) for n, p in targets if alive(p)]
+    while remaining and time.monotonic() < deadline:
+        time.sleep(0.05)
+        remaining = [(n, p) for n, p in remaining if alive(p)]
+    return [n for n, _p in remaining]

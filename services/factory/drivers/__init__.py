@@ -1,0 +1,50 @@
+"""Drivers: how a factory starts, lists and stops pilots at one kind of resource.
+
+    factory ──launch(spec)──▶ driver ──▶ a process / a VM that runs a glidein
+    factory ──instances()───▶ driver ──▶ what is really there (rebuilds state)
+    factory ──terminate(id)─▶ driver
+
+`launch` must be idempotent per pilot id: a factory that crashed after asking
+for a pilot and restarted asks again, and must not get a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    pilot_id: str
+    entry: str
+    group: str  # the client (frontend.group) the pilot is launched for
+    context: dict[str, str] = field(default_factory=dict)  # the glidein's BURST_* context
+
+
+@dataclass(frozen=True)
+class Instance:
+    pilot_id: str
+    entry: str
+    group: str
+    instance_id: str
+    state: str  # running | gone
+    launched_at: float
+
+
+class Driver(Protocol):
+    name: str
+
+    def launch(self, spec: LaunchSpec) -> Instance: ...
+
+    def instances(self, entry: str) -> list[Instance]: ...
+
+    def terminate(self, pilot_id: str) -> None: ...
+
+
+def make_driver(kind: str, settings, entry) -> Driver:
+    if kind == "local":
+        from .local import LocalDriver
+
+        return LocalDriver(settings.path("pilots"))
+    raise ValueError(f"entry {entry.name}: driver {kind!r} is not available yet")

@@ -1,0 +1,268 @@
+"""The factory: turns glidein requests into pilots at its entries.
+
+    frontend ─glidein.request (to=<entry>)─▶ [factory.entry.<entry>]  single active consumer
+    glideins, factories ─pilot.*, slot.advertised─▶ [factory.<name>]  every factory
+                         ┌─────────┐
+    every cycle:         │ factory │ ─▶ driver.launch / terminate
+      decide_entry() ──▶ │         │ ─▶ pilot.launched, pilot.lost, pilot.exited   (events)
+                         └─────────┘ ─▶ pilot.retire (to=<pilot>), entry.advertised (events)
+
+Several factory processes can serve the same entries: each entry's request
+queue has a single active consumer, so exactly one factory acts for an entry
+at a time and takes over when that one stops. A factory acts only for
+entries it has had requests for recently. Pilot state comes from events and
+from the driver, so a restarted factory rebuilds it and launches nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+from schemas.pilot import (
+    PilotExited,
+    PilotLaunched,
+    PilotLost,
+    PilotRegistered,
+    PilotRetire,
+    PilotRetiring,
+)
+from schemas.provisioning import EntryAdvertised, GlideinRequest
+from schemas.slot import SlotAdvertised
+from services.runtime.bus import Bus, Context, Subscription
+from services.runtime.config import EntryConfig, PoolConfig, Settings
+
+from . import logic
+from .drivers import Driver, LaunchSpec, make_driver
+from .prototype import prototype_ad
+
+log = logging.getLogger("burst.factory")
+
+REQUEST_LIFETIME_S = 180.0  # a request not renewed for this long no longer drives anything
+
+
+@dataclass(frozen=True)
+class PilotRecord:
+    pilot_id: str
+    entry: str
+    client: str
+    state: str  # pending | idle | busy | retiring | held
+    launched_at: float
+    state_since: float
+
+
+class Factory:
+    def __init__(self, name: str, settings: Settings, pool: PoolConfig, bus: Bus,
+                 drivers: dict[str, Driver] | None = None):
+        self.name = name
+        self.settings = settings
+        self.pool = pool
+        self.bus = bus
+        self.entries = {e.name: e for e in pool.entries}
+        self.drivers = drivers or {e.name: make_driver(e.driver, settings, e)
+                                   for e in pool.entries}
+        self.policies = {e.name: logic.EntryPolicy.from_config(e) for e in pool.entries}
+        # entry -> client -> (latest request, when it arrived)
+        self.requests: dict[str, dict[str, tuple[GlideinRequest, float]]] = {
+            e: {} for e in self.entries}
+        self.pilots: dict[str, PilotRecord] = {}
+        self.last_launch: dict[str, float] = {}
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        subs = [Subscription(f"factory.entry.{entry}",
+                             commands={"glidein.request": self.on_request},
+                             target=entry, single_active_consumer=True)
+                for entry in self.entries]
+        subs.append(Subscription(f"factory.{self.name}", events={
+            "pilot.launched": self.on_launched,
+            "pilot.registered": self.on_registered,
+            "slot.advertised": self.on_slot,
+            "pilot.retiring": self.on_retiring,
+            "pilot.exited": self.on_gone,
+            "pilot.lost": self.on_gone,
+        }, expires_s=3600.0, prefetch=1000))
+        return subs
+
+    def started(self) -> None:
+        self.adopt_running_pilots()
+        interval = self.pool.services.factory_interval_s
+        self.bus.call_every(interval, self.reconcile, first_delay_s=interval)
+        self.bus.call_every(max(interval, 5.0), self.advertise_entries)
+
+    def stopping(self) -> None:
+        pass
+
+    # --- observed state -----------------------------------------------------------------------
+
+    def adopt_running_pilots(self) -> None:
+        """After a restart: pilots the drivers still run are ours, pending until heard from."""
+        for entry, driver in self.drivers.items():
+            for inst in driver.instances(entry):
+                if inst.state == "running" and inst.pilot_id not in self.pilots:
+                    self.pilots[inst.pilot_id] = PilotRecord(
+                        inst.pilot_id, entry, inst.group, "pending", inst.launched_at, time.time())
+        if self.pilots:
+            log.info("event=pilots_adopted count=%d", len(self.pilots))
+
+    def _set_state(self, pilot_id: str, state: str, entry: str = "", client: str = "") -> None:
+        now = time.time()
+        record = self.pilots.get(pilot_id)
+        if record is None:
+            if not entry or entry not in self.entries:
+                return
+            record = PilotRecord(pilot_id, entry, client, state, now, now)
+        elif record.state != state:
+            if record.state == "retiring" and state in ("idle", "busy"):
+                return  # a retiring pilot's heartbeat may still say idle: retiring wins
+            record = replace(record, state=state, state_since=now)
+        self.pilots[pilot_id] = record
+
+    def on_launched(self, msg: PilotLaunched, ctx: Context) -> None:
+        if msg.pilot_id not in self.pilots:
+            self._set_state(msg.pilot_id, "pending", msg.entry, msg.group)
+
+    def on_registered(self, msg: PilotRegistered, ctx: Context) -> None:
+        self._set_state(msg.pilot_id, "idle", msg.entry)
+
+    def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
+        self._set_state(msg.pilot_id, msg.state if msg.state in ("idle", "busy", "retiring")
+                        else "idle", msg.entry)
+
+    def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
+        self._set_state(msg.pilot_id, "retiring", msg.entry)
+
+    def on_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
+        self.pilots.pop(msg.pilot_id, None)
+
+    def on_request(self, msg: GlideinRequest, ctx: Context) -> None:
+        if msg.entry not in self.entries:
+            log.warning("event=request_for_unknown_entry entry=%s", msg.entry)
+            return
+        self.requests[msg.entry][logic.client_name(msg.frontend, msg.group)] = (msg, time.time())
+
+    # --- the reconcile loop -------------------------------------------------------------------
+
+    def fresh_requests(self, entry: str) -> list[GlideinRequest]:
+        now = time.time()
+        return [msg for msg, seen in self.requests[entry].values()
+                if now - seen < REQUEST_LIFETIME_S]
+
+    def active_entries(self) -> list[str]:
+        """Entries this process consumes requests for (see the module docstring)."""
+        return [entry for entry in self.entries if self.fresh_requests(entry)]
+
+    def reconcile(self) -> None:
+        for entry in self.active_entries():
+            try:
+                self.reconcile_entry(entry)
+            except Exception:
+                log.exception("event=reconcile_failed entry=%s", entry)
+
+    def reconcile_entry(self, entry: str) -> None:
+        now = time.time()
+        self._notice_vanished(entry)
+        mine = [p for p in self.pilots.values() if p.entry == entry]
+        pilots = [logic.Pilot(p.pilot_id, p.client, p.state, now - p.launched_at,
+                              now - p.state_since) for p in mine]
+        last = self.last_launch.get(entry)
+        actions = logic.decide_entry(self.fresh_requests(entry), pilots, self.policies[entry],
+                                     None if last is None else now - last)
+        if actions.nothing_to_do:
+            return
+        log.info("event=entry_actions entry=%s launch=%s retire=%d kill=%d reason=%r", entry,
+                 actions.launch, len(actions.retire), len(actions.kill), actions.reason)
+        for client, count in actions.launch.items():
+            for _ in range(count):
+                self.launch(entry, client)
+        for pilot_id in actions.retire:
+            self.retire(pilot_id)
+        for pilot_id in actions.kill:
+            self.kill(pilot_id, "never registered or stayed held too long")
+
+    def _notice_vanished(self, entry: str) -> None:
+        """Pilots the driver no longer runs that never said goodbye are lost."""
+        running = {i.pilot_id for i in self.drivers[entry].instances(entry)
+                   if i.state == "running"}
+        for record in [p for p in self.pilots.values() if p.entry == entry]:
+            if record.pilot_id not in running:
+                self.pilots.pop(record.pilot_id, None)
+                self.bus.emit(PilotLost(pilot_id=record.pilot_id, entry=entry,
+                                        reason=f"{record.state} pilot vanished without exiting",
+                                        time=time.time()))
+
+    def launch(self, entry_name: str, client: str) -> None:
+        entry = self.entries[entry_name]
+        pilot_id = f"{entry_name}-{uuid.uuid4().hex[:10]}"
+        request, _seen = self.requests[entry_name].get(client, (None, 0.0))
+        spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
+                          context=self.pilot_context(entry, pilot_id, client, request))
+        now = time.time()
+        self.pilots[pilot_id] = PilotRecord(pilot_id, entry_name, client, "pending", now, now)
+        self.last_launch[entry_name] = now
+        instance = self.drivers[entry_name].launch(spec)
+        self.bus.emit(PilotLaunched(pilot_id=pilot_id, entry=entry_name, site=entry.site,
+                                    factory=self.name, driver=entry.driver,
+                                    provider=entry.provider, instance_id=instance.instance_id,
+                                    group=client, time=now))
+
+    def pilot_context(self, entry: EntryConfig, pilot_id: str, client: str,
+                      request: GlideinRequest | None) -> dict[str, str]:
+        idle = request.idle_lifetime_s if request and request.idle_lifetime_s else \
+            entry.idle_timeout_s
+        return {
+            "BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry.name, "BURST_SITE": entry.site,
+            "BURST_FACTORY": self.name, "BURST_PROVIDER": entry.provider,
+            "BURST_CPUS": str(entry.cpus), "BURST_MEMORY_MB": str(entry.memory_mb),
+            "BURST_DISK_MB": str(entry.disk_mb), "BURST_IDLE_TIMEOUT_S": str(idle),
+            "BURST_MAX_LIFETIME_S": str(entry.max_lifetime_s), "BURST_GROUP": client,
+            "BURST_INSTANCE_TYPE": entry.instance_type, "AMQP_URL": self.settings.amqp_url,
+            "BURST_NAMESPACE": self.settings.namespace,
+            "BURST_STATE_DIR": str(self.settings.state_dir),
+            "BURST_PILOT_ATTRS": json.dumps(entry.attributes),
+        }
+
+    def retire(self, pilot_id: str) -> None:
+        record = self.pilots.get(pilot_id)
+        if record is None:
+            return
+        if record.state == "pending":
+            # Not registered yet: it has no queue to hear a retire order on.
+            self.drivers[record.entry].terminate(pilot_id)
+            self.pilots.pop(pilot_id, None)
+            self.bus.emit(PilotExited(pilot_id=pilot_id, entry=record.entry,
+                                      reason="cancelled before it registered", time=time.time()))
+        else:
+            self.bus.send(PilotRetire(pilot_id=pilot_id, reason="no longer requested",
+                                      only_if_idle=True), to=pilot_id)
+
+    def kill(self, pilot_id: str, reason: str) -> None:
+        record = self.pilots.pop(pilot_id, None)
+        if record is None:
+            return
+        self.drivers[record.entry].terminate(pilot_id)
+        self.bus.emit(PilotLost(pilot_id=pilot_id, entry=record.entry, reason=reason,
+                                time=time.time()))
+
+    # --- what the frontend sees ---------------------------------------------------------------
+
+    def pilot_counts(self, entry: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.pilots.values():
+            if record.entry == entry:
+                counts[record.state] = counts.get(record.state, 0) + 1
+        return counts
+
+    def advertise_entries(self) -> None:
+        now = time.time()
+        for entry in self.entries.values():
+            self.bus.emit(EntryAdvertised(
+                entry=entry.name, site=entry.site, driver=entry.driver, provider=entry.provider,
+                factory=self.name, ad=prototype_ad(entry, self.name), endpoint=entry.endpoint,
+                trust_domain=entry.trust_domain, cpus=entry.cpus, memory_mb=entry.memory_mb,
+                disk_mb=entry.disk_mb, pilots=self.pilot_counts(entry.name),
+                max_pilots=entry.limits.max_pilots, time=now))

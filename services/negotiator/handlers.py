@@ -1,0 +1,176 @@
+"""The negotiator: matches autoclusters of idle jobs to partitionable slots.
+
+    schedds ─demand.autoclusters─▶ ┌────────────┐ ─match.offer (to=<schedd>)─▶ schedd
+    glideins ─slot.advertised────▶ │ negotiator │ ─match.analysis────────────▶ schedds
+    pilot.retiring/exited/lost───▶ └────────────┘ ─negotiation.completed─────▶ events
+
+It negotiates shortly after demand or slots change, and on a timer. The pass
+itself is pure (logic.py). Between a match and the pilot's next slot ad, the
+resources a claim took are still shown free by the old ad; they are held back
+here ("in flight") until the pilot advertises the claim or the hold expires
+(the schedd may have had no job left to use it).
+
+Usage for fair share is read from the demand itself (running jobs × their
+cpus, per owner), so the priorities rebuild from the bus after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import classad2
+
+from schemas.demand import AutoCluster, DemandSnapshot
+from schemas.pilot import PilotExited, PilotLost, PilotRetiring
+from schemas.slot import Claim, NegotiationCompleted, SlotAdvertised
+from services.runtime.bus import Bus, Context, Subscription
+from services.runtime.config import PoolConfig
+
+from . import logic
+from .accounting import Accountant
+
+log = logging.getLogger("burst.negotiator")
+
+REACT_DELAY_S = 0.2
+IN_FLIGHT_S = 30.0
+
+
+@dataclass(frozen=True)
+class InFlight:
+    claim: Claim
+    at: float
+
+
+class Negotiator:
+    def __init__(self, pool: PoolConfig, bus: Bus):
+        self.pool = pool
+        self.bus = bus
+        self.demand: dict[str, DemandSnapshot] = {}
+        self.slots: dict[str, tuple[SlotAdvertised, float]] = {}
+        self.in_flight: dict[str, list[InFlight]] = {}  # pilot id -> claims not yet advertised
+        self.table = logic.AdTable()
+        self.accountant = Accountant(half_life_s=pool.services.negotiator_half_life_s)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.cycle = 0
+        self.last_reasons: dict[str, dict[str, str]] = {}
+        self._pending = False
+
+    def subscriptions(self) -> list[Subscription]:
+        return [Subscription("negotiator", events={
+            "demand.autoclusters": self.on_demand,
+            "slot.advertised": self.on_slot,
+            "pilot.retiring": self.on_retiring,
+            "pilot.exited": self.on_gone,
+            "pilot.lost": self.on_gone,
+        }, prefetch=1000, single_active_consumer=True)]
+
+    def started(self) -> None:
+        self.bus.call_every(self.pool.services.negotiator_interval_s, self.negotiate,
+                            first_delay_s=1.0)
+
+    def stopping(self) -> None:
+        pass
+
+    # --- observed state -----------------------------------------------------------------------
+
+    def on_demand(self, msg: DemandSnapshot, ctx: Context) -> None:
+        old = self.demand.get(msg.schedd)
+        if old is not None and old.time > msg.time:
+            return
+        self.demand[msg.schedd] = msg
+        if any(ac.idle for ac in msg.autoclusters) or old is None:
+            self._soon()
+
+    def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
+        old = self.slots.get(msg.pilot_id)
+        if old is not None and old[0].seq > msg.seq:
+            return
+        self.slots[msg.pilot_id] = (msg, time.time())
+        advertised = set(msg.claims)
+        flights = [f for f in self.in_flight.get(msg.pilot_id, [])
+                   if f.claim.claim_id not in advertised]
+        self.in_flight[msg.pilot_id] = flights
+        if old is None or (old[0].free_cpus, old[0].state) != (msg.free_cpus, msg.state):
+            self._soon()
+
+    def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
+        entry = self.slots.get(msg.pilot_id)
+        if entry is not None:
+            self.slots[msg.pilot_id] = (dataclasses.replace(entry[0], state="retiring"), entry[1])
+
+    def on_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
+        self.slots.pop(msg.pilot_id, None)
+        self.in_flight.pop(msg.pilot_id, None)
+
+    def _soon(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self.bus.call_later(REACT_DELAY_S, self.negotiate)
+
+    # --- a pass -------------------------------------------------------------------------------
+
+    def live_slots(self, now: float) -> list[SlotAdvertised]:
+        """Fresh slot ads, with the resources of in-flight claims taken out."""
+        live = []
+        for pilot_id, (msg, seen) in list(self.slots.items()):
+            if now - seen > msg.lease_s:
+                del self.slots[pilot_id]  # a pilot that stopped advertising is gone
+                continue
+            flights = [f for f in self.in_flight.get(pilot_id, []) if now - f.at < IN_FLIGHT_S]
+            self.in_flight[pilot_id] = flights
+            live.append(dataclasses.replace(
+                msg,
+                free_cpus=msg.free_cpus - sum(f.claim.cpus for f in flights),
+                free_memory_mb=msg.free_memory_mb - sum(f.claim.memory_mb for f in flights),
+                free_disk_mb=msg.free_disk_mb - sum(f.claim.disk_mb for f in flights)))
+        return live
+
+    def negotiate(self) -> None:
+        self._pending = False
+        now = time.time()
+        demand = {schedd: snap.autoclusters for schedd, snap in self.demand.items()}
+        if not any(ac.idle for acs in demand.values() for ac in acs):
+            return
+        self.accountant.update(now, running_cpus_by_owner(demand))
+        slots = self.live_slots(now)
+        self.cycle += 1
+        started = time.perf_counter()
+        result = logic.negotiate(demand, slots, self.accountant.priorities(now), table=self.table,
+                                 claim_prefix=f"{self.run_id}-{self.cycle}")
+        duration_ms = (time.perf_counter() - started) * 1000
+        for offer in result.offers(self.cycle):
+            for claim in offer.claims:
+                self.in_flight.setdefault(claim.pilot_id, []).append(InFlight(claim, now))
+            self.bus.send(offer, to=offer.schedd)
+        for analysis in result.analyses():
+            if self.last_reasons.get(analysis.schedd) != analysis.reasons:
+                self.last_reasons[analysis.schedd] = analysis.reasons
+                self.bus.emit(analysis)
+        if result.match_count:
+            log.info("event=negotiated cycle=%d matches=%d slots=%d ms=%.1f", self.cycle,
+                     result.match_count, len(slots), duration_ms)
+            self.bus.emit(NegotiationCompleted(
+                cycle=self.cycle, duration_ms=duration_ms,
+                autoclusters=sum(len(acs) for acs in demand.values()), slots=len(slots),
+                matches=result.match_count, priorities=dict(result.priorities)))
+
+
+def running_cpus_by_owner(demand: dict[str, list[AutoCluster]]) -> dict[str, float]:
+    usage: dict[str, float] = {}
+    for autoclusters in demand.values():
+        for ac in autoclusters:
+            if ac.running:
+                usage[ac.owner] = usage.get(ac.owner, 0.0) + ac.running * _cpus(ac.ad)
+    return usage
+
+
+def _cpus(ad_text: str) -> int:
+    try:
+        value = classad2.ClassAd(ad_text).eval("RequestCpus")
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1

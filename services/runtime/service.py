@@ -1,0 +1,84 @@
+"""Running one service as a process: logging, pid file, signals, the bus.
+
+    burst service NAME ──▶ run(NAME, build) ──▶ bus.start() ──▶ write run/NAME.pid ──▶ wait
+                                                                   SIGTERM/SIGINT ──▶ stop
+
+The pid file appears only once the service is consuming, so `burst up -d`
+can wait for it; it is removed on a clean stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from .bus import BrokerUnavailable, Bus, Subscription, connect
+from .config import Settings, load_pool_config
+
+
+class Service(Protocol):
+    def subscriptions(self) -> list[Subscription]: ...
+
+    def started(self) -> None:
+        """Called once the bus is consuming: start timers here."""
+
+    def stopping(self) -> None: ...
+
+
+def setup_logging(service: str, level: str | None = None) -> None:
+    level = level or os.environ.get("BURST_LOG_LEVEL", "INFO")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s service={service} level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def pid_file(settings: Settings, name: str) -> Path:
+    return settings.path("run", f"{name}.pid")
+
+
+def run(name: str, build: Callable[[Settings, Bus], Service], *,
+        settings: Settings | None = None, instance: str | None = None) -> int:
+    """Run a service until SIGTERM/SIGINT; returns the process exit code."""
+    settings = settings or Settings.from_env()
+    setup_logging(instance or name)
+    log = logging.getLogger(f"burst.{name}")
+    bus = connect(settings, instance or name)
+    service = build(settings, bus)
+    for sub in service.subscriptions():
+        bus.subscribe(sub)
+    try:
+        bus.start()
+    except BrokerUnavailable as exc:
+        print(f"burst {name}: {exc}", file=sys.stderr)
+        return 3
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    bus.call_soon_threadsafe(service.started)
+    pid_path = pid_file(settings, instance or name)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(f"{os.getpid()}\n")
+    log.info("event=service_started service=%s pid=%d namespace=%s", instance or name,
+             os.getpid(), settings.namespace)
+    try:
+        done.wait()
+    finally:
+        log.info("event=service_stopping service=%s", instance or name)
+        service.stopping()
+        bus.stop()
+        if pid_path.exists() and pid_path.read_text().strip() == str(os.getpid()):
+            pid_path.unlink()
+    return 0
+
+
+def pool_config(settings: Settings):
+    return load_pool_config(settings.config_path)

@@ -99,8 +99,10 @@ class GroupLimits:
     max_running_per_entry: int = 10000
     max_held_per_entry: int = 50
     total_max_idle: int = 1000
-    total_max_running: int = 100000
-    ramp_step: int = 20  # at most this many more idle pilots requested than last cycle
+    total_max_running: int = 10000
+    ramp_step: int = 20  # an idle target may always grow by this many per cycle ...
+    ramp_growth: float = 1.0  # ... or by this fraction of itself, if that is more
+    settle_cycles: int = 2  # cycles of surplus in a row before pilots are removed
 
 
 @dataclass(frozen=True)

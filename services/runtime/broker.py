@@ -1,0 +1,68 @@
+"""Make sure a RabbitMQ broker answers at AMQP_URL (used by `make demo` / `make test`).
+
+    answers? ── yes ─▶ done
+       │no
+       ├─ rabbitmq-server installed ─▶ rabbitmq-server -detached, wait for it
+       ├─ docker compose available ──▶ docker compose up -d rabbitmq, wait for it
+       └─ otherwise ─────────────────▶ one line saying how to get one; exit 1
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+from .config import REPO_ROOT, Settings
+from .rabbit import broker_answers
+
+START_TIMEOUT_S = 90.0
+
+
+def ensure(settings: Settings) -> str | None:
+    """None when a broker answers (perhaps after starting one); else what to tell the user."""
+    if broker_answers(settings):
+        return None
+    starter = _starter()
+    if starter is None:
+        return (f"no RabbitMQ broker answers at {settings.safe_url}; install one "
+                "(apt install rabbitmq-server), run `docker compose up -d rabbitmq`, "
+                "or set AMQP_URL")
+    print(f"burst: no broker at {settings.safe_url}; starting one: {' '.join(starter)}",
+          file=sys.stderr)
+    subprocess.run(starter, cwd=REPO_ROOT, check=False, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if broker_answers(settings):
+            return None
+        time.sleep(1.0)
+    return (f"started {' '.join(starter)} but no broker answered at {settings.safe_url} "
+            f"within {START_TIMEOUT_S:g}s")
+
+
+def _starter() -> list[str] | None:
+    if shutil.which("rabbitmq-server"):
+        return ["rabbitmq-server", "-detached"]
+    if shutil.which("docker") and _docker_engine():
+        return ["docker", "compose", "up", "-d", "rabbitmq"]
+    return None
+
+
+def _docker_engine() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def main() -> int:
+    problem = ensure(Settings.from_env())
+    if problem:
+        print(f"burst: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

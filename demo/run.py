@@ -115,7 +115,7 @@ def check_outputs(alice: dict, bob: dict) -> int:
         if (WORK / f"result.{proc}.txt").read_text() != f"result of job {proc}\n":
             fail(f"alice job {job}: result.{proc}.txt missing or wrong")
         checked += 1
-    words = "alpha bravo charlie delta echo foxtrot golf hotel".split()
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
     for job, word in zip(bob["jobs"], words, strict=False):
         cluster, proc = job.split(".")
         text = (WORK / "out" / f"bob.{cluster}.{proc}.out").read_text()

@@ -61,6 +61,8 @@ def run(name: str, build: Callable[[Settings, Bus], Service], *,
         print(f"burst {name}: {exc}", file=sys.stderr)
         return 3
     done = threading.Event()
+    if hasattr(service, "request_stop"):  # a service that may end by itself (a retiring pilot)
+        service.request_stop = done.set
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     bus.call_soon_threadsafe(service.started)

@@ -41,7 +41,7 @@ class Harness:
             "job.kill": lambda m, c: self.pilot_inbox.add(m)}, target="p1"))
         names = ["job.submitted", "job.matched", "job.running", "job.completed", "job.held",
                  "job.removed", "job.released", "job.requeued", "demand.autoclusters"]
-        self.bus.subscribe(Subscription("watch", events={n: self._watch for n in names}))
+        self.bus.subscribe(Subscription("watch", events=dict.fromkeys(names, self._watch)))
         self.bus.start()
 
     def _watch(self, msg, ctx):

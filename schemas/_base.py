@@ -12,6 +12,10 @@ rules (DESIGN.md, "Messages"):
 Bodies are plain msgpack maps. Field values are checked against the
 annotations on decode, so garbage is rejected (and dead-lettered) at the edge
 instead of failing deep inside a handler.
+
+Decoding and encoding are on every message's path, so the work that depends
+only on the class (type hints, field names, a converter per annotation) is
+done once per class and cached; see `build` and `to_plain`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 _REGISTRY: dict[tuple[str, int], type] = {}
+_LATEST: dict[str, int] = {}  # name -> newest registered version, kept by message()
 _UPGRADERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
 
 
@@ -41,6 +47,7 @@ def message(cls: type) -> type:
     if key in _REGISTRY and _REGISTRY[key] is not cls:
         raise TypeError(f"schema {name} v{version} registered twice")
     _REGISTRY[key] = cls
+    _LATEST[name] = max(version, _LATEST.get(name, version))
     return cls
 
 
@@ -66,10 +73,10 @@ def lookup(name: str, version: int) -> type:
 
 
 def latest_version(name: str) -> int:
-    versions = [v for (n, v) in _REGISTRY if n == name]
-    if not versions:
-        raise SchemaError(f"unknown schema {name}")
-    return max(versions)
+    try:
+        return _LATEST[name]
+    except KeyError:
+        raise SchemaError(f"unknown schema {name}") from None
 
 
 def all_schemas() -> list[type]:
@@ -85,14 +92,25 @@ def to_plain(msg: Any) -> dict:
     return _plain(msg)
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass -> its field names, in order
+
+
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(value))
+        elif isinstance(value, (list, tuple)):
+            return [_plain(v) for v in value]
+        elif isinstance(value, dict):
+            return {k: _plain(v) for k, v in value.items()}
+        else:
+            return value
+    return {name: _plain(getattr(value, name)) for name in names}
 
 
 def from_plain(name: str, version: int, fields: Any) -> Any:
@@ -110,18 +128,90 @@ def from_plain(name: str, version: int, fields: Any) -> Any:
 
 
 def build(cls: type, fields: Any) -> Any:
-    label = f"{cls.NAME} v{cls.VERSION}" if hasattr(cls, "NAME") else cls.__name__
+    plan = _PLANS.get(cls) or _plan(cls)
     if not isinstance(fields, dict):
-        raise SchemaError(f"{label}: body is {type(fields).__name__}, not a map")
-    hints = _hints(cls)
+        raise SchemaError(f"{plan.label}: body is {type(fields).__name__}, not a map")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in fields:
-            kwargs[f.name] = _convert(hints[f.name], fields[f.name], f"{label}: {f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SchemaError(f"{label}: missing field {f.name!r}")
+    for name, hint, fast, required in plan.fields:
+        if name in fields:
+            value = fields[name]
+            try:
+                kwargs[name] = fast(value)
+            except _Mismatch:  # not the plain case: check it the thorough way (or raise)
+                kwargs[name] = _convert(hint, value, f"{plan.label}: {name}")
+        elif required:
+            raise SchemaError(f"{plan.label}: missing field {name!r}")
     # Unknown keys are tolerated: a newer producer may have added optional fields.
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What build() needs of a class, worked out once: per field (name, hint, fast, required)."""
+
+    label: str
+    fields: tuple[tuple[str, Any, Callable[[Any], Any], bool], ...]
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    label = f"{cls.NAME} v{cls.VERSION}" if hasattr(cls, "NAME") else cls.__name__
+    hints = _hints(cls)
+    fields = tuple(
+        (f.name, hints[f.name], _fast_converter(hints[f.name]),
+         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    )
+    plan = _PLANS[cls] = _Plan(label, fields)
+    return plan
+
+
+class _Mismatch(Exception):
+    """A fast converter met a value off its plain path; _convert decides instead."""
+
+
+def _fast_converter(tp: Any) -> Callable[[Any], Any]:
+    """fn(value) returning what _convert(tp, value, ...) returns, for the common exact
+    types (str, int, list[str], X | None, nested dataclasses...), or raising _Mismatch
+    for anything else, which build() then hands to _convert: same result, same errors."""
+    if tp is Any:
+        return _identity
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        others = [a for a in args if a is not type(None)]
+        if len(others) != 1 or len(args) != 2:
+            return _mismatch  # several alternatives: the order of trying them matters
+        inner = _fast_converter(others[0])
+        return lambda value: None if value is None else inner(value)
+    if origin in (list, tuple):
+        item = _fast_converter((args[:1] or (Any,))[0])
+        if origin is tuple:
+            return lambda value: (tuple([item(v) for v in value])
+                                  if type(value) in (list, tuple) else _mismatch(value))
+        return lambda value: ([item(v) for v in value]
+                              if type(value) in (list, tuple) else _mismatch(value))
+    if origin is dict:
+        key, val = (_fast_converter(a) for a in (args or (Any, Any)))
+        return lambda value: ({key(k): val(v) for k, v in value.items()}
+                              if type(value) is dict else _mismatch(value))
+    if origin is None and dataclasses.is_dataclass(tp):
+        return partial(build, tp)
+    if tp is float:
+        return lambda value: (value if type(value) is float
+                              else float(value) if type(value) is int else _mismatch(value))
+    if tp in _PRIMITIVES:
+        return lambda value: value if type(value) is tp else _mismatch(value)
+    return _mismatch
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _mismatch(_value: Any) -> Any:
+    raise _Mismatch
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -188,7 +188,7 @@ def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> 
     try:
         cluster = bus.call(ClusterNew(owner=owner), to=name).cluster
         specs = parse_submit_file(file, cluster=cluster, owner=owner)
-        procs = [ProcAd(proc=spec.proc, ad=_ad_text(spec.ad)) for spec in specs]
+        procs = [ProcAd(proc=spec.proc, ad=spec.ad_text) for spec in specs]
         done = bus.call(JobSubmit(cluster=cluster, owner=owner,
                                   submit_file=str(file.absolute()), procs=procs),
                         to=name, timeout=60)
@@ -198,10 +198,6 @@ def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> 
         click.echo(json.dumps({"cluster": done.cluster, "jobs": done.jobs}))
     else:
         click.echo(f"{len(done.jobs)} job(s) submitted to cluster {done.cluster}.")
-
-
-def _ad_text(ad: Any) -> str:
-    return ad if isinstance(ad, str) else str(ad)
 
 
 def query(s: Settings, ids: tuple[str, ...], schedd: str | None) -> list:

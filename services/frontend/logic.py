@@ -324,7 +324,7 @@ def _jobs_per_pilot(pair: PairMatch, entry: EntryInfo) -> int:
 
 
 def _sites(desired_sites: str) -> set[str]:
-    # Parsed here: this classad2 build evaluates stringListMember() to Error.
+    # Compared here rather than in a ClassAd: site names are matched ignoring case.
     return {site.strip().casefold() for site in desired_sites.split(",") if site.strip()}
 
 

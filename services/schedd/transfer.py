@@ -51,7 +51,8 @@ def arguments(ad: classad2.ClassAd) -> list[str]:
 
 
 def environment(ad: classad2.ClassAd) -> dict[str, str]:
-    value = ad.get("Environment")
+    """The job's environment: the `Env` list of K=V strings, else `Environment`."""
+    value = ad.get("Env") if isinstance(ad.get("Env"), list) else ad.get("Environment")
     if isinstance(value, classad2.ExprTree):
         value = ad.eval("Environment")
     pairs: list[str] = []

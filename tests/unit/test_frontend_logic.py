@@ -143,7 +143,7 @@ def test_unscoped_requirements_look_in_the_entry_like_htcondor():
 
 def test_an_error_valued_requirement_is_not_a_match():
     # classad2.Value.Error == 1: a careless truthiness test would call it a match.
-    acs = [autocluster(idle=4, requirements='stringListMember(GLIDEIN_Site, "x,y")')]
+    acs = [autocluster(idle=4, requirements='(TARGET.Cpus + "x") > 0')]
     result = plan(acs, [entry("aws-east")])
     assert result.requests["aws-east"].idle_target == 0
     assert "no entry matches its Requirements" in result.unmatched["schedd1"]["1"]

@@ -77,10 +77,15 @@ def test_rank_error_counts_as_zero_and_still_matches():
 
 
 def test_requirements_that_evaluate_to_error_never_match():
-    # classad2 here has no stringListMember: it evaluates to Error, which is not True
-    # even though Value.Error == 1.
-    ac = job(requirements='stringListMember(TARGET.GLIDEIN_Site, "SiteA,SiteB")')
+    # Adding a string to a number is Error, which is not True even though Value.Error == 1.
+    ac = job(requirements='(TARGET.Cpus + "x") > 0')
     assert run([ac], [slot("a")]).matches == {}
+
+
+def test_htcondor_string_list_functions_work_in_requirements():
+    ac = job(requirements='stringListMember(TARGET.GLIDEIN_Site, "elsewhere,SiteA")')
+    assert ("schedd", "1") in run([ac], [slot("a", site="SiteA")]).matches
+    assert run([ac], [slot("b", site="SiteB")]).matches == {}
 
 
 def test_four_cpu_slot_takes_four_one_cpu_jobs_and_not_a_fifth():

@@ -1,0 +1,322 @@
+"""The glidein agent: one pilot, one partitionable slot, the jobs it runs.
+
+    schedd ─claim.activate─▶ [glidein.<pilot_id>] ─▶ Glidein ─job.report (running, exited,
+    schedd ─job.kill───────▶        (expires       │           held, rejected)─▶ schedd
+    factory ─pilot.retire──▶         600 s)        ├─pilot.registered / retiring / exited─▶ events
+                                                   └─slot.advertised (on change + heartbeat)▶ events
+
+Everything runs on the bus's one I/O thread: handlers, the job poller
+(every poll_interval_s) and the heartbeat (every lease_s / 3). Jobs are
+child processes polled without blocking, so no locks and no extra threads.
+
+Lifecycle: registered → idle ⇄ busy → retiring (no new claims; running jobs
+finish) → exited, the process then stops itself through `request_stop`
+(set by services.runtime.service.run). SIGTERM instead terminates: running
+jobs get SIGTERM, then SIGKILL after kill_grace_s, and pilot.exited says
+"terminated" so their schedds requeue them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from schemas.job import JobReport
+from schemas.pilot import PilotExited, PilotRegistered, PilotRetire, PilotRetiring
+from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.runtime.bus import Bus, Context, Subscription
+
+from . import policy
+from .context import PilotContext
+from .executor import ExecutorConfig, JobResult, JobRun, Substitute, substitute_slot_macros
+from .slot import PartitionableSlot, Resources, slot_ad
+
+log = logging.getLogger("burst.glidein")
+
+RECENT_CLAIMS = 1000  # finished claim ids remembered, so a redelivered activation is ignored
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    poll_interval_s: float = 0.5
+    lease_s: float = 60.0  # a slot ad not renewed within this is stale
+    kill_grace_s: float = 5.0  # SIGTERM → SIGKILL for jobs when the pilot is terminated
+    queue_expires_s: float = 600.0  # a dead pilot's queue disappears after this
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+
+class Glidein:
+    def __init__(self, ctx: PilotContext, bus: Bus, *, config: AgentConfig = AgentConfig(),
+                 substitute: Substitute = substitute_slot_macros,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ctx = ctx
+        self.bus = bus
+        self.config = config
+        self.substitute = substitute
+        self.clock = clock
+        self.host = socket.gethostname()
+        self.slot = PartitionableSlot.for_context(ctx)
+        self.jobs: dict[str, JobRun] = {}
+        self.reaping: list[JobRun] = []  # killed on order: polled until gone, never reported
+        self.recent: dict[str, None] = {}
+        self.seq = 0
+        self.jobs_run = 0
+        self.started_at = self.idle_since = clock()
+        self.started_wall = time.time()
+        self.retire_reason = ""
+        self.terminating = False
+        self.exited = threading.Event()
+        # Set by services.runtime.service.run: lets the pilot end its own process.
+        self.request_stop: Callable[[], None] | None = None
+
+    @property
+    def retiring(self) -> bool:
+        return bool(self.retire_reason)
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        commands = {
+            "claim.activate": self.on_claim_activate,
+            "job.kill": self.on_job_kill,
+            "pilot.retire": self.on_pilot_retire,
+        }
+        return [Subscription(f"glidein.{self.ctx.pilot_id}", commands=commands,
+                             target=self.ctx.pilot_id, expires_s=self.config.queue_expires_s)]
+
+    def started(self) -> None:
+        self.started_at = self.idle_since = self.clock()
+        self.started_wall = time.time()
+        ctx = self.ctx
+        self.bus.emit(PilotRegistered(
+            pilot_id=ctx.pilot_id, entry=ctx.entry, site=ctx.site, provider=ctx.provider,
+            cpus=ctx.cpus, memory_mb=ctx.memory_mb, disk_mb=ctx.disk_mb,
+            instance_id=ctx.instance_id, instance_type=ctx.instance_type, host=self.host,
+            pid=os.getpid(), context_source=ctx.source, time=time.time()))
+        log.info("event=pilot_registered pilot=%s entry=%s site=%s cpus=%d memory_mb=%d "
+                 "source=%s", ctx.pilot_id, ctx.entry, ctx.site, ctx.cpus, ctx.memory_mb,
+                 ctx.source)
+        self.advertise()
+        interval = self.config.poll_interval_s
+        self.bus.call_every(interval, self.tick, first_delay_s=interval)
+        heartbeat = self.config.lease_s / 3
+        self.bus.call_every(heartbeat, self.advertise, first_delay_s=heartbeat)
+
+    def stopping(self) -> None:
+        """SIGTERM (called on the main thread): terminate on the I/O thread, wait for it."""
+        if not self.exited.is_set():
+            self.bus.call_soon_threadsafe(self.terminate)
+            if not self.exited.wait(self.config.kill_grace_s + 5.0):
+                log.warning("event=terminate_timeout pilot=%s jobs=%d", self.ctx.pilot_id,
+                            len(self.jobs))
+                for run in [*self.jobs.values(), *self.reaping]:
+                    run.kill()  # last resort from this thread: no job may outlive its pilot
+        try:
+            self.bus.flush(timeout=5.0)  # pilot.exited must reach the broker before we go
+        except Exception as exc:  # a broker that is gone cannot be waited for
+            log.warning("event=flush_failed pilot=%s reason=%r", self.ctx.pilot_id, str(exc))
+
+    # --- the slot ad ------------------------------------------------------------------------
+
+    def state(self) -> str:
+        if self.retiring or self.terminating:
+            return "retiring"
+        return "busy" if self.slot.busy else "idle"
+
+    def advertise(self) -> None:
+        if self.exited.is_set():
+            return
+        self.seq += 1
+        free = self.slot.free
+        ad = slot_ad(self.ctx, free, host=self.host, started_at=self.started_wall)
+        self.bus.emit(SlotAdvertised(
+            pilot_id=self.ctx.pilot_id, ad=str(ad), state=self.state(), free_cpus=free.cpus,
+            free_memory_mb=free.memory_mb, free_disk_mb=free.disk_mb,
+            claims=sorted(self.slot.claims), entry=self.ctx.entry, site=self.ctx.site,
+            provider=self.ctx.provider, seq=self.seq, lease_s=self.config.lease_s,
+            time=time.time()))
+
+    # --- claims -------------------------------------------------------------------------------
+
+    def on_claim_activate(self, msg: ClaimActivate, ctx: Context) -> None:
+        if msg.claim_id in self.jobs or msg.claim_id in self.recent:
+            log.info("event=duplicate_claim pilot=%s claim=%s job=%s", self.ctx.pilot_id,
+                     msg.claim_id, msg.job_id)
+            return
+        refusal = self._refusal(msg)
+        if refusal:
+            log.info("event=claim_rejected pilot=%s claim=%s job=%s reason=%r",
+                     self.ctx.pilot_id, msg.claim_id, msg.job_id, refusal)
+            self._remember(msg.claim_id)
+            ctx.send(self._report(msg, "rejected", reason=refusal), to=msg.schedd)
+            return
+        claimed = self.slot.claim(msg.claim_id, msg.cpus, msg.memory_mb, msg.disk_mb)
+        run = JobRun(msg, self._machine_ad(claimed), self.ctx.work_dir,
+                     config=self.config.executor, substitute=self.substitute)
+        self.jobs_run += 1
+        held = run.start()
+        if held is not None:
+            self._job_ended(run, held, publish=ctx.send)
+            return
+        self.jobs[msg.claim_id] = run
+        ctx.send(self._report(msg, "running"), to=msg.schedd)
+        self.advertise()
+
+    def _refusal(self, msg: ClaimActivate) -> str | None:
+        if msg.pilot_id != self.ctx.pilot_id:
+            return f"claim is for pilot {msg.pilot_id}, this is {self.ctx.pilot_id}"
+        if self.terminating or self.exited.is_set():
+            return "pilot is shutting down"
+        if self.retiring:
+            return f"pilot is retiring ({self.retire_reason})"
+        return self.slot.why_not(msg.cpus, msg.memory_mb, msg.disk_mb)
+
+    def _machine_ad(self, claimed: Resources):
+        # What the job sees ($$() macros, .machine.ad) is its dynamic slot: what it claimed.
+        return slot_ad(self.ctx, claimed, host=self.host, started_at=self.started_wall)
+
+    def _report(self, msg: ClaimActivate, state: str, result: JobResult | None = None,
+                reason: str = "") -> JobReport:
+        fields = {}
+        if result is not None:
+            fields = {k: v for k, v in asdict(result).items() if k not in ("state", "reason")}
+            reason = reason or result.reason
+        return JobReport(job_id=msg.job_id, claim_id=msg.claim_id, pilot_id=self.ctx.pilot_id,
+                         state=state, reason=reason, entry=self.ctx.entry, site=self.ctx.site,
+                         provider=self.ctx.provider, **fields)
+
+    def _remember(self, claim_id: str) -> None:
+        self.recent[claim_id] = None
+        while len(self.recent) > RECENT_CLAIMS:
+            del self.recent[next(iter(self.recent))]
+
+    def _job_ended(self, run: JobRun, result: JobResult,
+                   publish: Callable[..., None] | None = None) -> None:
+        msg = run.msg
+        self.jobs.pop(msg.claim_id, None)
+        self.slot.release(msg.claim_id)
+        self._remember(msg.claim_id)
+        if not self.slot.busy:
+            self.idle_since = self.clock()
+        log.info("event=job_ended pilot=%s job=%s claim=%s state=%s exit_code=%s reason=%r "
+                 "wall_s=%.3f", self.ctx.pilot_id, msg.job_id, msg.claim_id, result.state,
+                 result.exit_code, result.reason, result.wall_seconds)
+        (publish or self.bus.send)(self._report(msg, result.state, result), to=msg.schedd)
+        self.advertise()
+        self._exit_if_drained()
+
+    def on_job_kill(self, msg: JobKill, ctx: Context) -> None:
+        run = self.jobs.pop(msg.claim_id, None)
+        if run is None:
+            log.info("event=kill_unknown_claim pilot=%s claim=%s job=%s", self.ctx.pilot_id,
+                     msg.claim_id, msg.job_id)
+            return
+        log.info("event=job_killed pilot=%s job=%s claim=%s reason=%r", self.ctx.pilot_id,
+                 msg.job_id, msg.claim_id, msg.reason)
+        run.kill()  # the schedd has already moved the job on: no report
+        self.reaping.append(run)
+        self.slot.release(msg.claim_id)
+        self._remember(msg.claim_id)
+        if not self.slot.busy:
+            self.idle_since = self.clock()
+        self.advertise()
+        self._exit_if_drained()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Poll the jobs, then decide whether to retire (every poll_interval_s)."""
+        if self.exited.is_set():
+            return
+        for run in list(self.jobs.values()):
+            result = run.poll()
+            if result is not None:
+                self._job_ended(run, result)
+        self.reaping = [run for run in self.reaping if run.poll() is None]
+        if self.retiring or self.terminating or self.exited.is_set():
+            return
+        reason = policy.why_retire(
+            now=self.clock(), started_at=self.started_at, idle_since=self.idle_since,
+            busy=self.slot.busy, idle_timeout_s=self.ctx.idle_timeout_s,
+            max_lifetime_s=self.ctx.max_lifetime_s)
+        if reason:
+            self.retire(reason)
+
+    def on_pilot_retire(self, msg: PilotRetire, ctx: Context) -> None:
+        if msg.pilot_id != self.ctx.pilot_id:
+            log.warning("event=retire_for_other_pilot pilot=%s target=%s", self.ctx.pilot_id,
+                        msg.pilot_id)
+            return
+        if not policy.may_retire_on_request(only_if_idle=msg.only_if_idle, busy=self.slot.busy):
+            log.info("event=retire_refused pilot=%s reason=busy jobs=%d request=%r",
+                     self.ctx.pilot_id, len(self.jobs), msg.reason)
+            return
+        self.retire(msg.reason or "retire requested")
+
+    def retire(self, reason: str) -> None:
+        """Take no new claims, let running jobs finish, then exit."""
+        if self.retiring or self.terminating or self.exited.is_set():
+            return
+        self.retire_reason = reason
+        log.info("event=pilot_retiring pilot=%s reason=%r running_jobs=%d", self.ctx.pilot_id,
+                 reason, len(self.jobs))
+        self.bus.emit(PilotRetiring(pilot_id=self.ctx.pilot_id, entry=self.ctx.entry,
+                                    reason=reason, running_jobs=len(self.jobs),
+                                    time=time.time()))
+        self.advertise()
+        self._exit_if_drained()
+
+    def _exit_if_drained(self) -> None:
+        if self.retiring and not self.jobs and not self.terminating:
+            self._exit(self.retire_reason)
+
+    def terminate(self) -> None:
+        """SIGTERM: jobs get SIGTERM now and SIGKILL after kill_grace_s; nothing is reported."""
+        if self.terminating or self.exited.is_set():
+            return
+        self.terminating = True
+        log.info("event=pilot_terminating pilot=%s running_jobs=%d", self.ctx.pilot_id,
+                 len(self.jobs))
+        for claim_id, run in self.jobs.items():
+            run.terminate()
+            self.slot.release(claim_id)
+        self.reaping.extend(self.jobs.values())
+        self.jobs.clear()
+        self._await_jobs_gone(self.clock() + self.config.kill_grace_s)
+
+    def _await_jobs_gone(self, deadline: float) -> None:
+        self.reaping = [run for run in self.reaping if run.poll() is None]
+        if not self.reaping:
+            self._exit("terminated")
+            return
+        if self.clock() < deadline:
+            self.bus.call_later(min(0.1, self.config.poll_interval_s),
+                                lambda: self._await_jobs_gone(deadline))
+            return
+        for run in self.reaping:
+            log.warning("event=job_sigkill pilot=%s job=%s", self.ctx.pilot_id, run.msg.job_id)
+            run.kill()
+        # A moment for SIGKILL to land, so _exit reaps them rather than leaving zombies.
+        self.bus.call_later(0.2, lambda: self._exit("terminated"))
+
+    def _exit(self, reason: str) -> None:
+        if self.exited.is_set():
+            return
+        for run in self.reaping:
+            if run.poll() is None:
+                run.discard()  # SIGKILLed but still dying: init reaps it once we are gone
+        self.reaping = []
+        uptime = self.clock() - self.started_at
+        log.info("event=pilot_exited pilot=%s reason=%r jobs_run=%d uptime_s=%.1f",
+                 self.ctx.pilot_id, reason, self.jobs_run, uptime)
+        self.bus.emit(PilotExited(pilot_id=self.ctx.pilot_id, entry=self.ctx.entry,
+                                  reason=reason, jobs_run=self.jobs_run,
+                                  uptime_s=round(uptime, 3), time=time.time()))
+        self.exited.set()
+        if self.request_stop is not None:
+            self.request_stop()

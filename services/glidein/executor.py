@@ -1,0 +1,360 @@
+"""Running one job: a real subprocess in its own scratch directory, watched by polling.
+
+    JobRun(activation).start() ──▶ <work>/execute/<claim>/  inputs written, $$() substituted
+                                   Popen(new session, stdout/stderr to files)
+    poll() every ~0.5 s ─────────▶ None while it runs (RSS of the tree checked against
+                                   request_memory), then a JobResult: exited | held
+    kill() ──────────────────────▶ SIGKILL to the whole tree, no result
+
+Nothing here blocks: the agent calls poll() from a timer on the bus's I/O
+thread, next to its handlers. A job becomes "held" (as HTCondor holds it) when
+it cannot be started, a $$() macro cannot be substituted, it outgrows its
+memory request, or it does not produce the outputs it promised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import classad2
+import psutil
+
+from schemas.slot import ClaimActivate
+
+log = logging.getLogger("burst.glidein.executor")
+
+STDOUT, STDERR = "_condor_stdout", "_condor_stderr"  # capture files, as HTCondor's starter
+JOB_AD, MACHINE_AD = ".job.ad", ".machine.ad"
+SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@=,-]*$")  # claim ids name directories
+MiB = 1024 * 1024
+
+Substitute = Callable[[str, classad2.ClassAd], str]
+
+
+def substitute_slot_macros(text: str, slot_ad: classad2.ClassAd) -> str:
+    """$$(Attr) substitution from the matched slot ad; the schedd's submit module owns it."""
+    # Imported here: the pilot needs it only for jobs that use $$() at all.
+    from services.schedd.submitfile import substitute_slot_macros as substitute
+
+    return substitute(text, slot_ad)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    max_output_bytes: int = 64 * MiB  # stdout + stderr + output files travel in one message
+    default_path: str = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    state: str  # exited | held
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    reason: str = ""
+    stdout: bytes = b""
+    stderr: bytes = b""
+    output_files: dict[str, bytes] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_memory_mb: int = 0
+
+
+class HoldJob(Exception):
+    """The job cannot go on; it is held with this reason."""
+
+
+def base_environment(scratch: Path, msg: ClaimActivate, slot: classad2.ClassAd,
+                     path: str) -> dict[str, str]:
+    """What every job starts with; the job's own environment is laid over it."""
+    return {
+        "PATH": path,
+        "LANG": "C.UTF-8",
+        "HOME": str(scratch),
+        "TMPDIR": str(scratch),
+        "_CONDOR_SCRATCH_DIR": str(scratch),
+        "_CONDOR_JOB_AD": str(scratch / JOB_AD),
+        "_CONDOR_MACHINE_AD": str(scratch / MACHINE_AD),
+        "BURST_JOB_ID": msg.job_id,
+        "BURST_CLAIM_ID": msg.claim_id,
+        "BURST_PILOT_ID": msg.pilot_id,
+        "GLIDEIN_Site": _ad_string(slot, "GLIDEIN_Site"),
+        "GLIDEIN_Entry_Name": _ad_string(slot, "GLIDEIN_Entry_Name"),
+    }
+
+
+def _ad_string(ad: classad2.ClassAd, name: str) -> str:
+    value = ad.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class JobRun:
+    """One job from activation to result; see the module docstring."""
+
+    def __init__(self, msg: ClaimActivate, slot: classad2.ClassAd, work_dir: Path, *,
+                 config: ExecutorConfig = ExecutorConfig(), path: str | None = None,
+                 substitute: Substitute = substitute_slot_macros):
+        self.msg = msg
+        self.slot = slot
+        self.scratch = work_dir / "execute" / msg.claim_id
+        self.config = config
+        self.path = path or os.environ.get("PATH") or config.default_path
+        self.substitute = substitute
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self.peak_rss = 0
+        self.cpu_seconds = 0.0
+        self._inputs: dict[str, tuple[int, int]] = {}  # name -> (mtime_ns, size) as written
+        self._hold_reason = ""  # set when we killed it for a reason; reported once reaped
+        self._silent = False  # killed on order: no result wanted
+        self._made_scratch = False  # only a directory we made is ever removed
+
+    @property
+    def memory_limit_mb(self) -> int:
+        return self.msg.memory_mb
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self) -> JobResult | None:
+        """Start the job; a held result if it cannot be started (nothing left behind)."""
+        self.started = time.monotonic()
+        try:
+            argv, env = self._prepare()
+            self.proc = self._spawn(argv, env)
+        except HoldJob as exc:
+            self._cleanup()
+            return JobResult(state="held", reason=str(exc))
+        except OSError as exc:  # a full or read-only disk: the job could never run here
+            self._cleanup()
+            return JobResult(state="held", reason=f"cannot prepare {self.scratch}: {exc}")
+        log.info("event=job_started job=%s claim=%s pid=%d", self.msg.job_id, self.msg.claim_id,
+                 self.proc.pid)
+        return None
+
+    def _prepare(self) -> tuple[list[str], dict[str, str]]:
+        msg = self.msg
+        if not SAFE_ID.match(msg.claim_id):
+            raise HoldJob(f"claim id {msg.claim_id!r} cannot name a scratch directory")
+        arguments = [self._substituted(arg, "arguments") for arg in msg.arguments]
+        job_env = {key: self._substituted(value, f"environment {key}")
+                   for key, value in msg.environment.items()}
+        if self.scratch.exists():
+            shutil.rmtree(self.scratch)  # left over from a pilot that died mid-job
+        self.scratch.mkdir(parents=True)
+        self._made_scratch = True
+        self._write_inputs()
+        env = {**base_environment(self.scratch, msg, self.slot, self.path), **job_env}
+        return [self._executable(), *arguments], env
+
+    def _substituted(self, text: str, where: str) -> str:
+        if "$$(" not in text:
+            return text
+        try:
+            return self.substitute(text, self.slot)
+        # The substituter is another module's; whatever it raises, HTCondor holds the job.
+        except Exception as exc:
+            raise HoldJob(f"cannot substitute $$() in {where} {text!r}: {exc}") from None
+
+    def _write_inputs(self) -> None:
+        for name, data in self.msg.files.items():
+            if "/" in name or "\0" in name or name in ("", ".", ".."):
+                raise HoldJob(f"input file name {name!r} is not a plain file name")
+            path = self.scratch / name
+            path.write_bytes(data)
+            if name == self.msg.executable:
+                path.chmod(0o755)
+        (self.scratch / JOB_AD).write_text(self.msg.job_ad or "[]")
+        (self.scratch / MACHINE_AD).write_text(str(self.slot))
+        for name in (*self.msg.files, JOB_AD, MACHINE_AD):
+            st = (self.scratch / name).stat()
+            self._inputs[name] = (st.st_mtime_ns, st.st_size)
+
+    def _executable(self) -> str:
+        exe = self.msg.executable
+        if not exe:
+            raise HoldJob("the job has no executable")
+        if exe in self.msg.files:
+            return str(self.scratch / exe)
+        return exe  # an absolute path on the pilot host, or a name found on PATH
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        stdin_name = self.msg.stream_names.get("stdin", "")
+        if stdin_name and stdin_name not in self.msg.files:
+            raise HoldJob(f"stdin file {stdin_name} was not transferred")
+        try:
+            with (open(self.scratch / stdin_name if stdin_name else os.devnull, "rb") as stdin,
+                  open(self.scratch / STDOUT, "wb") as stdout,
+                  open(self.scratch / STDERR, "wb") as stderr):
+                # A session of its own: killpg reaches every process the job starts.
+                return subprocess.Popen(argv, cwd=self.scratch, env=env, stdin=stdin,
+                                        stdout=stdout, stderr=stderr, start_new_session=True,
+                                        close_fds=True)
+        except OSError as exc:
+            raise HoldJob(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+
+    # --- watching ----------------------------------------------------------------------------
+
+    def poll(self) -> JobResult | None:
+        """None while the job runs; its result once it has ended (scratch then removed)."""
+        if self.proc is None:
+            return None
+        status = self._reap()
+        if status is None:
+            self._watch_memory()
+            return None
+        try:
+            if self._silent:
+                return JobResult(state="held", reason="killed")
+            return self._result(status)
+        finally:
+            self._cleanup()
+
+    def _reap(self) -> int | None:
+        """The job's exit status once its main process has ended, reaping it."""
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        pid = self.proc.pid
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+            # While the zombie still holds the pid, its group id cannot be reused: kill what
+            # the job left running in its session, as HTCondor does at job exit.
+            self._kill_tree(signal.SIGKILL)
+            _, status, usage = os.wait4(pid, 0)  # does not block: it has exited
+        except ChildProcessError:  # reaped elsewhere; nothing more to learn
+            self.proc.returncode = 0
+            return 0
+        # wait4 counts the cpu time of the job and every descendant it waited for. Not its
+        # ru_maxrss: that counts the forked pilot before exec; the polled RSS is the job's.
+        self.cpu_seconds = max(self.cpu_seconds, usage.ru_utime + usage.ru_stime)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        return self.proc.returncode
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def _watch_memory(self) -> None:
+        rss, cpu = 0, 0.0
+        for proc in self._tree():
+            try:
+                rss += proc.memory_info().rss
+                times = proc.cpu_times()
+                cpu += times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                continue  # it ended between listing and reading
+        self.peak_rss = max(self.peak_rss, rss)
+        self.cpu_seconds = max(self.cpu_seconds, cpu)
+        limit = self.memory_limit_mb
+        if limit > 0 and rss > limit * MiB and not self._hold_reason:
+            self._hold_reason = (f"memory usage {rss // MiB} MiB exceeded request_memory "
+                                 f"{limit} MiB")
+            log.warning("event=job_over_memory job=%s claim=%s rss_mib=%d limit_mib=%d",
+                        self.msg.job_id, self.msg.claim_id, rss // MiB, limit)
+            self._kill_tree(signal.SIGKILL)  # reaped and reported on a later poll
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    def terminate(self) -> None:
+        """Ask the whole tree to stop (SIGTERM); its result will not be wanted."""
+        self._silent = True
+        self._kill_tree(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the whole tree now (SIGKILL); poll() until it returns to reap and clean up."""
+        self._silent = True
+        self._kill_tree(signal.SIGKILL)
+
+    def discard(self) -> None:
+        """Give up on a killed job that has not died yet: remove its scratch directory."""
+        self._cleanup()
+
+    def _kill_tree(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        # Listed before signalling: once the root dies its children move to init.
+        tree = self._tree()
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for proc in tree[1:]:  # descendants that left the job's process group
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    # --- results -----------------------------------------------------------------------------
+
+    def _result(self, returncode: int) -> JobResult:
+        result = JobResult(
+            state="exited", exit_code=returncode if returncode >= 0 else None,
+            exit_signal=-returncode if returncode < 0 else None,
+            wall_seconds=round(time.monotonic() - self.started, 3),
+            cpu_seconds=round(self.cpu_seconds, 3), peak_memory_mb=-(-self.peak_rss // MiB))
+        if self._hold_reason:
+            return replace(result, state="held", reason=self._hold_reason)
+        try:
+            stdout, stderr, outputs = self._collect()
+        except HoldJob as exc:
+            return replace(result, state="held", reason=str(exc))
+        log.info("event=job_exited job=%s claim=%s exit_code=%s exit_signal=%s outputs=%d",
+                 self.msg.job_id, self.msg.claim_id, result.exit_code, result.exit_signal,
+                 len(outputs))
+        return replace(result, stdout=stdout, stderr=stderr, output_files=outputs)
+
+    def _collect(self) -> tuple[bytes, bytes, dict[str, bytes]]:
+        outputs = self._output_paths()
+        paths = [self.scratch / STDOUT, self.scratch / STDERR, *outputs.values()]
+        total = sum(p.stat().st_size for p in paths if p.is_file())
+        if total > self.config.max_output_bytes:
+            raise HoldJob(f"job output of {total // MiB} MiB exceeds the "
+                          f"{self.config.max_output_bytes // MiB} MiB the pilot can return")
+        stdout, stderr = (_read(self.scratch / name) for name in (STDOUT, STDERR))
+        return stdout, stderr, {name: _read(path) for name, path in outputs.items()}
+
+    def _output_paths(self) -> dict[str, Path]:
+        """Returned name -> file in scratch: the listed outputs, else every new file."""
+        if self.msg.output_files:
+            found = {}
+            for name in self.msg.output_files:
+                path = self.scratch / name
+                if ".." in Path(name).parts or not path.is_file():
+                    raise HoldJob(f"transfer_output_files: {name} not produced")
+                found[path.name] = path  # HTCondor returns outputs flat, by base name
+            return found
+        return {p.name: p for p in sorted(self.scratch.iterdir()) if self._is_new_output(p)}
+
+    def _is_new_output(self, path: Path) -> bool:
+        """Created or modified by the job (HTCondor's rule); no subdirectories."""
+        if path.name in (STDOUT, STDERR, self.msg.executable) or not path.is_file():
+            return False
+        written = self._inputs.get(path.name)
+        if written is None:
+            return True
+        st = path.stat()
+        return (st.st_mtime_ns, st.st_size) != written and path.name not in (JOB_AD, MACHINE_AD)
+
+    def _cleanup(self) -> None:
+        if self._made_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""

@@ -1,0 +1,165 @@
+"""The pilot's one partitionable slot: what is free, who holds what, and its ClassAd.
+
+    totals (context) ─▶ PartitionableSlot ──claim(id, cpus, MiB, MB)──▶ free shrinks
+                                          ◀─release(id)─────────────── free grows
+                        slot_ad(ctx, free) ─▶ ClassAd the negotiator matches jobs against
+
+As in HTCondor, the partitionable slot advertises what is *free* as Cpus,
+Memory (MiB) and Disk (KiB), and its totals as TotalCpus/TotalMemory/TotalDisk;
+each claim carves a job's request out of it. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import classad2
+
+from .context import PilotContext
+
+# Requests a job ad may lack: a missing RequestCpus means one core (HTCondor's
+# default), missing memory/disk requests ask for nothing. Written this way the
+# expression is never undefined, so an odd job is simply matched or not.
+REQUIREMENTS = (
+    "ifThenElse(isUndefined(TARGET.RequestCpus), 1, TARGET.RequestCpus) <= MY.Cpus"
+    " && ifThenElse(isUndefined(TARGET.RequestMemory), 0, TARGET.RequestMemory) <= MY.Memory"
+    " && ifThenElse(isUndefined(TARGET.RequestDisk), 0, TARGET.RequestDisk) <= MY.Disk"
+)
+
+# Attributes the pilot itself sets; context attributes cannot override them.
+BUILTIN = (
+    "Name", "Machine", "SlotType", "PartitionableSlot", "Cpus", "Memory", "Disk",
+    "TotalCpus", "TotalMemory", "TotalDisk", "IsGlidein", "PilotId", "GLIDEIN_Site",
+    "GLIDEIN_Entry_Name", "GLIDEIN_Factory", "GLIDEIN_Name", "GLIDEIN_ToDie",
+    "GLIDECLIENT_Group", "CloudProvider", "CloudInstanceID", "CloudInstanceType", "CloudSpot",
+    "Arch", "OpSys", "Start", "Requirements",
+)
+
+
+class SlotError(ValueError):
+    """A claim that cannot be carved out of the slot; the message says why."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: int
+    memory_mb: int
+    disk_mb: int
+
+    def fits_in(self, other: Resources) -> bool:
+        return (self.cpus <= other.cpus and self.memory_mb <= other.memory_mb
+                and self.disk_mb <= other.disk_mb)
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(self.cpus - other.cpus, self.memory_mb - other.memory_mb,
+                         self.disk_mb - other.disk_mb)
+
+    def __str__(self) -> str:
+        return f"{self.cpus} cpus, {self.memory_mb} MiB memory, {self.disk_mb} MB disk"
+
+
+class PartitionableSlot:
+    def __init__(self, totals: Resources):
+        self.totals = totals
+        self.claims: dict[str, Resources] = {}
+
+    @classmethod
+    def for_context(cls, ctx: PilotContext) -> PartitionableSlot:
+        return cls(Resources(ctx.cpus, ctx.memory_mb, ctx.disk_mb))
+
+    @property
+    def free(self) -> Resources:
+        free = self.totals
+        for used in self.claims.values():
+            free = free - used
+        return free
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.claims)
+
+    def can_fit(self, cpus: int, memory_mb: int, disk_mb: int) -> bool:
+        return Resources(cpus, memory_mb, disk_mb).fits_in(self.free)
+
+    def why_not(self, cpus: int, memory_mb: int, disk_mb: int) -> str | None:
+        """None if the request fits; else the reason, for a rejected claim."""
+        if min(cpus, memory_mb, disk_mb) < 0 or cpus < 1:
+            return f"bad request: {Resources(cpus, memory_mb, disk_mb)}"
+        if not self.can_fit(cpus, memory_mb, disk_mb):
+            return (f"request of {Resources(cpus, memory_mb, disk_mb)} does not fit in the "
+                    f"free {self.free}")
+        return None
+
+    def claim(self, claim_id: str, cpus: int, memory_mb: int, disk_mb: int) -> Resources:
+        if claim_id in self.claims:
+            raise SlotError(f"claim {claim_id} is already active")
+        reason = self.why_not(cpus, memory_mb, disk_mb)
+        if reason:
+            raise SlotError(reason)
+        self.claims[claim_id] = Resources(cpus, memory_mb, disk_mb)
+        return self.claims[claim_id]
+
+    def release(self, claim_id: str) -> Resources | None:
+        return self.claims.pop(claim_id, None)
+
+
+def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
+            started_at: float | None = None) -> classad2.ClassAd:
+    """The partitionable slot's ClassAd, with GlideinWMS and cloud attributes.
+
+    `started_at` (epoch seconds) adds GLIDEIN_ToDie, when the pilot will be
+    gone at the latest, which jobs may use to avoid pilots about to leave.
+    """
+    ad = classad2.ClassAd()
+    for name, value in ctx.attributes.items():
+        if name not in BUILTIN:
+            ad[name] = value
+    ad["Name"] = f"slot1@{ctx.pilot_id}"
+    ad["Machine"] = host or ctx.pilot_id
+    ad["SlotType"] = "Partitionable"
+    ad["PartitionableSlot"] = True
+    ad["Cpus"], ad["Memory"], ad["Disk"] = free.cpus, free.memory_mb, free.disk_mb * 1024
+    ad["TotalCpus"], ad["TotalMemory"] = ctx.cpus, ctx.memory_mb
+    ad["TotalDisk"] = ctx.disk_mb * 1024  # KiB, as HTCondor advertises Disk
+    ad["IsGlidein"] = True
+    ad["PilotId"] = ctx.pilot_id
+    _set_glidein(ad, ctx, started_at)
+    ad["CloudProvider"] = ctx.provider
+    ad["CloudInstanceID"] = ctx.instance_id
+    ad["CloudInstanceType"] = ctx.instance_type
+    ad["CloudSpot"] = ctx.spot
+    ad["Arch"] = arch()
+    ad["OpSys"] = "LINUX"
+    ad["Start"] = True
+    ad["Requirements"] = classad2.ExprTree(REQUIREMENTS)
+    return ad
+
+
+def _set_glidein(ad: classad2.ClassAd, ctx: PilotContext, started_at: float | None) -> None:
+    ad["GLIDEIN_Site"] = ctx.site
+    ad["GLIDEIN_Entry_Name"] = ctx.entry
+    ad["GLIDEIN_Factory"] = ctx.factory
+    ad["GLIDEIN_Name"] = ctx.factory
+    if ctx.group:
+        ad["GLIDECLIENT_Group"] = ctx.group
+    if started_at is not None:
+        ad["GLIDEIN_ToDie"] = int(started_at + ctx.max_lifetime_s)
+
+
+def arch(machine: str | None = None) -> str:
+    """HTCondor's Arch names for the host's CPU."""
+    machine = (machine or platform.machine()).lower()
+    return {"x86_64": "X86_64", "amd64": "X86_64", "aarch64": "aarch64",
+            "arm64": "aarch64", "ppc64le": "ppc64le"}.get(machine, machine.upper())
+
+
+def matches(slot: classad2.ClassAd, job: classad2.ClassAd) -> bool:
+    """Whether the slot would take the job (its Requirements only), as a plain bool.
+
+    classad2 returns Value.Undefined/Error (an IntEnum) for expressions it
+    cannot decide; those are no match, never truthy ints.
+    """
+    result: Any = slot.lookup("Requirements").eval(scope=slot, target=job)
+    return result is True

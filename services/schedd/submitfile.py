@@ -1,0 +1,757 @@
+"""Submit description files (condor_submit syntax) → one job ClassAd per proc.
+
+`burst submit FILE.sub` reads the file with this module after the schedd has
+allocated the cluster id, so $(Cluster) is known while parsing:
+
+    jobs.sub ──lines──▶ pre-check (names the line of any junk)
+                │
+                ├─ split into queue blocks; commands accumulate across blocks
+                ▼
+    htcondor2.Submit(commands)  ──itemdata()──▶ items × count ──▶ procs 0..N-1
+                │                                                   │
+                └──────────── expand() with Process/Item/… set ─────┘
+                                                                    ▼
+                                                     JobSpec(proc, ClassAd)
+
+htcondor2 does the parsing and the $(macro) expansion; the translation to an
+ad is ours because `Submit.jobs()` is not implemented in the pip wheel.
+Nothing partial is ever returned: any problem raises SubmitError, whose str()
+is the one-line message for the user ("jobs.sub line 7: ...").
+
+Submit command → job attribute (HTCondor names, so users' expressions work):
+
+    executable              Cmd          absolute: kept; relative: must exist under Iwd
+    arguments               Arguments    canonical "new syntax" string, 'b c' quoted
+                            Args         ClassAd list of strings: the argv, {"a","b c"}
+    environment (env)       Environment  canonical "new syntax" string: A=1 B='x y'
+                            Env          ClassAd list of "K=V" strings, in file order
+    initialdir              Iwd          absolute; default the submit file's directory
+    input/output/error      In/Out/Err   as written (relative means under Iwd); /dev/null
+    log                     UserLog      absolute (joined to Iwd)
+    transfer_input_files    TransferInput   ClassAd list; each must exist at submit time
+    transfer_output_files   TransferOutput  ClassAd list
+    request_cpus            RequestCpus     positive integer, default 1
+    request_memory          RequestMemory   MiB: plain number = MiB; K/KB M/MB G/GB T/TB
+    request_disk            RequestDisk     KiB: plain number = KiB; same units; 1 GiB default
+    requirements            Requirements    (user's or true) && Cpus/Memory/Disk clauses
+    rank                    Rank            default 0.0
+    priority                JobPrio         integer, default 0
+    batch_name              JobBatchName
+    max_retries             MaxRetries      non-negative integer
+    +Attr / MY.Attr         Attr            raw ClassAd expression (applied last)
+    universe                JobUniverse     only vanilla (5)
+
+plus ClusterId, ProcId, Owner, QDate, JobStatus (1, idle) and, with a submit
+host, User and GlobalJobId. Args and Env are lists, not HTCondor's old-syntax
+strings, so the pilot never re-parses quoting. `$$(Attr)` is kept verbatim for
+the pilot, which calls `substitute_slot_macros` with its slot ad. Other
+commands are macros, as in condor_submit; `getenv` and `include` are not
+supported (`include` is refused, so a file never silently loses commands).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import classad2
+import htcondor2
+
+DEFAULT_REQUEST_MEMORY_MIB = 128  # HTCondor's JOB_DEFAULT_REQUESTMEMORY
+DEFAULT_REQUEST_DISK_KIB = 1024 * 1024
+MAX_PROCS_PER_CLUSTER = 100_000  # a typo'd `queue 1000000` must not flood the schedd
+VANILLA_UNIVERSE = 5
+IDLE = 1
+# Attributes the schedd owns: a +Attr overriding them would corrupt the queue.
+SCHEDD_OWNED = frozenset({"clusterid", "procid", "owner", "qdate", "jobstatus",
+                          "globaljobid", "user", "jobuniverse"})
+
+
+@dataclass(frozen=True)
+class SubmitError(Exception):
+    source: str
+    line: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.source} line {self.line}" if self.line else self.source
+        return f"{where}: {self.problem}"
+
+
+class SlotMacroError(ValueError):
+    """A $$() reference the slot cannot satisfy: HTCondor holds such a job."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One proc of the cluster. `ad` is a live ClassAd: treat it as read-only."""
+
+    proc: int
+    ad: classad2.ClassAd
+
+    @property
+    def ad_text(self) -> str:
+        """The ad in one-line new ClassAd syntax, as carried by schemas.job.ProcAd."""
+        return repr(self.ad)
+
+
+def parse_submit_file(path: str | Path, *, cluster: int, owner: str, submit_host: str = "",
+                      now: float | None = None) -> list[JobSpec]:
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SubmitError(source, None, f"cannot read the submit file: {err}") from None
+    return parse_submit_text(text, cluster=cluster, owner=owner,
+                             initialdir_default=Path(path).absolute().parent,
+                             source_name=source, submit_host=submit_host, now=now)
+
+
+def parse_submit_text(text: str, *, cluster: int, owner: str, initialdir_default: Path,
+                      source_name: str = "<text>", submit_host: str = "",
+                      now: float | None = None) -> list[JobSpec]:
+    ctx = _Context(source=source_name, base=Path(initialdir_default).absolute(),
+                   cluster=cluster, owner=owner, submit_host=submit_host,
+                   qdate=int(time.time() if now is None else now))
+    specs: list[JobSpec] = []
+    blocks = _split_blocks(_logical_lines(text), ctx.source)
+    for block in blocks:
+        specs.extend(_block_jobs(block, ctx, first_proc=len(specs)))
+    if not specs:
+        raise ctx.error(blocks[0].queue.number, "the queue statements queue no jobs")
+    return specs
+
+
+# --- lines and queue blocks ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    source: str
+    base: Path  # the submit file's directory: relative paths and globs start here
+    cluster: int
+    owner: str
+    submit_host: str
+    qdate: int
+
+    def error(self, line: int | None, problem: str) -> SubmitError:
+        return SubmitError(self.source, line, problem)
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    text: str  # stripped, with backslash continuations joined
+
+
+@dataclass(frozen=True)
+class _Block:
+    commands: tuple[_Line, ...]  # every command before this queue statement, in order
+    queue: _Line  # text after "queue", a multi-line item list folded in
+
+
+_QUEUE = re.compile(r"queue(?:\s+(?P<args>.*))?$", re.I | re.S)
+_COMMAND = re.compile(r"(?P<key>[^=]*?)\s*=\s*(?P<value>.*)$", re.S)
+_KEY = re.compile(r"(?:\+|MY\.)?[A-Za-z_][A-Za-z0-9_.]*$", re.I)
+_CONDITIONAL = re.compile(r"(?:if|elif|else|endif)(?:\s|$)", re.I)
+
+
+def _logical_lines(text: str) -> list[_Line]:
+    lines: list[_Line] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        start = start or number
+        # As condor_submit: drop the backslash and the next line's indentation.
+        piece = raw.lstrip() if pending else raw
+        if raw.rstrip().endswith("\\"):
+            pending.append(piece.rstrip()[:-1])
+            continue
+        lines.append(_Line(start, "".join([*pending, piece]).strip()))
+        pending, start = [], 0
+    if pending:
+        lines.append(_Line(start, "".join(pending).strip()))
+    return lines
+
+
+def _split_blocks(lines: list[_Line], source: str) -> list[_Block]:
+    blocks: list[_Block] = []
+    commands: list[_Line] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if not line.text or line.text.startswith("#"):
+            continue
+        if (queue := _QUEUE.match(line.text)) is None:
+            commands.append(_checked_command(line, source))
+            continue
+        args, index = _fold_item_list(queue["args"] or "", lines, index, line, source)
+        blocks.append(_Block(tuple(commands), _Line(line.number, args)))
+    if not blocks:
+        raise SubmitError(source, None, "no queue statement: end the file with e.g. 'queue 1'")
+    return blocks
+
+
+def _fold_item_list(args: str, lines: list[_Line], index: int, queue: _Line,
+                    source: str) -> tuple[str, int]:
+    """`queue x from (` continues up to a line starting with ')': pull those lines in."""
+    opened = args.rfind("(")
+    if opened == -1 or ")" in args[opened:]:
+        return args, index
+    items = [args]
+    while index < len(lines):
+        text = lines[index].text
+        index += 1
+        if text.startswith(")"):
+            return "\n".join([*items, ")"]), index
+        if text and not text.startswith("#"):  # htcondor2 fails on blank item lines
+            items.append(text)
+    raise SubmitError(source, queue.number,
+                      "the queue item list opened here is never closed by a line starting ')'")
+
+
+def _checked_command(line: _Line, source: str) -> _Line:
+    if _CONDITIONAL.match(line.text):
+        return line
+    if re.match(r"include\b", line.text, re.I):
+        raise SubmitError(source, line.number, "'include' is not supported: inline the commands")
+    command = _COMMAND.match(line.text)
+    if command is None:
+        raise SubmitError(source, line.number, f"expected 'name = value', a queue statement or "
+                                               f"a # comment, got {line.text!r}")
+    if not _KEY.match(command["key"]):
+        raise SubmitError(source, line.number, f"{command['key']!r} is not a valid command name")
+    if (macro := _unterminated_macro(command["value"])) is not None:
+        raise SubmitError(source, line.number, f"unterminated macro {macro!r}: missing ')'")
+    return line
+
+
+def _command_lines(commands: Sequence[_Line]) -> dict[str, tuple[int, str]]:
+    """Lower-cased command name (as htcondor2 keys it: +Foo is my.foo) → the last line
+    defining it and the name as written there, for error messages."""
+    lines = {}
+    for line in commands:
+        if command := _COMMAND.match(line.text):
+            key = command["key"].lower()
+            lines["my." + key[1:] if key.startswith("+") else key] = (line.number, command["key"])
+    return lines
+
+
+# --- macros ---------------------------------------------------------------------------------
+
+_MACRO_OPEN = re.compile(r"\$\$?[A-Za-z_]*\(")
+# $(name), $(name:default), $Fn(name), $INT(name)...: references between macros.
+_MACRO_REF = re.compile(r"(?<!\$)\$([A-Za-z_]*)\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
+_NOT_MACRO_REFS = frozenset({"env", "random_choice", "random_integer", "choice"})
+
+
+def _closing_paren(text: str, start: int) -> int | None:
+    """Index of the ')' matching a '(' just before `start`, allowing nested parentheses."""
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return index
+    return None
+
+
+def _unterminated_macro(value: str) -> str | None:
+    for opened in _MACRO_OPEN.finditer(value):
+        if _closing_paren(value, opened.end()) is None:
+            return value[opened.start():]
+    return None
+
+
+def _macro_cycle(values: Mapping[str, str]) -> list[str] | None:
+    """A loop of $(references): htcondor2's expand() never returns on one, so find it first."""
+    refs = {name.lower(): {ref.lower() for fn, ref in _MACRO_REF.findall(value)
+                           if fn.lower() not in _NOT_MACRO_REFS}
+            for name, value in values.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        if name in path:
+            return path[path.index(name):] + [name]
+        if name in done or name not in refs:
+            return None
+        for ref in sorted(refs[name]):
+            if cycle := visit(ref, [*path, name]):
+                return cycle
+        done.add(name)
+        return None
+
+    return next((cycle for name in sorted(refs) if (cycle := visit(name, []))), None)
+
+
+# --- one queue statement → procs ------------------------------------------------------------
+
+_QUEUE_ARGS = re.compile(r"(?P<head>.*?)\s*(?:\b(?P<mode>in|from|matching)\b\s*(?P<rest>.*))?$",
+                         re.I | re.S)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_SLICE = re.compile(r"\[\s*(-?\d*)\s*:\s*(-?\d*)\s*(?::\s*(-?\d*)\s*)?\]\s*")
+
+
+@dataclass(frozen=True)
+class _QueueArgs:
+    count: str  # as written; may hold macros. "" means 1
+    names: tuple[str, ...]  # item variable names; () means Item
+    mode: str  # "", "in", "from" or "matching"
+    qualifier: str  # "files", "dirs" or "" after "matching"
+    rest: str  # the item list, file name or globs: what follows mode, qualifier and slice
+    items: slice
+
+
+def _parse_queue_args(args: str, line: int, ctx: _Context) -> _QueueArgs:
+    match = _QUEUE_ARGS.match(args.strip())
+    assert match is not None  # every group is optional
+    head = [word for word in re.split(r"[\s,]+", match["head"]) if word]
+    mode = (match["mode"] or "").lower()
+    count = head.pop(0) if head and (not mode or not _NAME.match(head[0])) else ""
+    if not mode and head:
+        raise ctx.error(line, f"bad queue statement 'queue {args.strip()}': after the count "
+                              "expected 'in', 'from' or 'matching'")
+    if bad := [name for name in head if not _NAME.match(name)]:
+        raise ctx.error(line, f"bad queue variable name {bad[0]!r}")
+    if mode in ("in", "matching") and len(head) > 1:
+        raise ctx.error(line, f"'queue ... {mode}' takes one variable name, got {len(head)}")
+    rest = match["rest"] or ""
+    kind = re.match(r"(files|dirs)\b\s*", rest, re.I) if mode == "matching" else None
+    qualifier, rest = (kind[1].lower(), rest[kind.end():]) if kind else ("", rest)
+    sliced = _SLICE.match(rest)
+    return _QueueArgs(count, tuple(head), mode, qualifier,
+                      rest[sliced.end():] if sliced else rest, _slice_of(sliced))
+
+
+def _slice_of(match: re.Match[str] | None) -> slice:
+    if match is None:
+        return slice(None)
+    return slice(*(int(part) if part else None for part in match.groups()))
+
+
+def _queue_count(queue: _QueueArgs, sub: htcondor2.Submit, line: int, ctx: _Context) -> int:
+    if not queue.count:
+        return 1
+    text = _expand_text(sub, queue.count)
+    try:
+        value = int(text) if re.fullmatch(r"-?\d+", text) else classad2.ExprTree(text).eval()
+    except classad2.ClassAdException:
+        value = None
+    # classad2.Value (Undefined, Error) is an IntEnum: exclude it before trusting int.
+    if isinstance(value, (classad2.Value, bool)) or not isinstance(value, int):
+        raise ctx.error(line, f"queue count {queue.count!r} is not a whole number")
+    if value < 0:
+        raise ctx.error(line, f"queue count {value} is negative")
+    return value
+
+
+def _expand_text(sub: htcondor2.Submit, text: str) -> str:
+    probe = htcondor2.Submit(dict(sub))
+    probe["BurstExpandProbe"] = text
+    return probe.expand("BurstExpandProbe").strip()
+
+
+def _queue_items(queue: _QueueArgs, sub: htcondor2.Submit, line: int,
+                 ctx: _Context) -> list[dict[str, str]]:
+    if not queue.mode:
+        return [{}]
+    names = ",".join(queue.names)
+    rest = _anchored_item_source(queue, line, ctx)
+    try:
+        items = sub.itemdata(f"{names} {queue.mode} {rest}")
+    except ValueError as err:
+        raise ctx.error(line, f"bad queue statement: {err}") from None
+    found = list(items or [])[queue.items]
+    if queue.mode == "matching":
+        return [{name: _relative_to(value, ctx.base) for name, value in item.items()}
+                for item in found]
+    return found
+
+
+def _anchored_item_source(queue: _QueueArgs, line: int, ctx: _Context) -> str:
+    """htcondor2 reads item files and globs relative to the process cwd; anchor them at
+    the submit file's directory instead (chdir would race with other threads)."""
+    rest = queue.rest.strip()
+    if queue.mode == "from" and not rest.startswith("("):
+        if rest.endswith("|"):
+            raise ctx.error(line, "'queue ... from command |' is not supported")
+        path = ctx.base / rest
+        if not path.is_file():
+            raise ctx.error(line, f"queue item file {rest!r} not found in {ctx.base}")
+        return str(path)
+    if queue.mode == "matching":
+        base = glob.escape(str(ctx.base))
+        patterns = (os.path.join(base, word) for word in rest.strip("()").split())
+        return " ".join([queue.qualifier, *patterns]).strip()
+    return rest
+
+
+def _relative_to(value: str, base: Path) -> str:
+    prefix = str(base).rstrip("/") + "/"
+    return value[len(prefix):] if value.startswith(prefix) else value
+
+
+def _block_jobs(block: _Block, ctx: _Context, first_proc: int) -> list[JobSpec]:
+    line = block.queue.number
+    try:
+        sub = htcondor2.Submit("\n".join(command.text for command in block.commands))
+    except ValueError as err:
+        raise ctx.error(line, f"the commands before this queue statement do not parse: {err}") \
+            from None
+    commands = dict(sub)
+    where = _Where(ctx, _command_lines(block.commands), line)
+    _refuse_macro_loops(commands, where)  # before anything expands: that would hang
+    queue = _parse_queue_args(block.queue.text, line, ctx)
+    count = _queue_count(queue, sub, line, ctx)
+    items = _queue_items(queue, sub, line, ctx)
+    if first_proc + count * len(items) > MAX_PROCS_PER_CLUSTER:
+        raise ctx.error(line, f"more than {MAX_PROCS_PER_CLUSTER} procs in one cluster")
+    _refuse_macro_loops({**commands, **_values_by_name(items)}, where)
+    # One Submit per block whose per-proc macros are overwritten for each proc: building
+    # one per proc would cost more than the expansion itself.
+    template = htcondor2.Submit(commands)
+    procs = ((index, item, step) for index, item in enumerate(items) for step in range(count))
+    return [_job(template, commands, where, first_proc + offset, index, item, step)
+            for offset, (index, item, step) in enumerate(procs)]
+
+
+def _values_by_name(items: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    names = {name for item in items for name in item}
+    return {name: " ".join(item.get(name, "") for item in items) for name in names}
+
+
+def _refuse_macro_loops(values: Mapping[str, str], where: _Where) -> None:
+    if cycle := _macro_cycle(values):
+        names = [where.lines.get(name, (0, name))[1] for name in cycle]
+        raise where.ctx.error(where.lines.get(cycle[0], (where.queue_line, ""))[0],
+                              "macros refer to each other in a loop: " + " -> ".join(names))
+
+
+def _job(template: htcondor2.Submit, commands: Mapping[str, str], where: _Where, proc: int,
+         index: int, item: Mapping[str, str], step: int) -> JobSpec:
+    per_proc = {"Process": proc, "ProcId": proc, "Cluster": where.ctx.cluster,
+                "ClusterId": where.ctx.cluster, "Step": step, "ItemIndex": index, "Row": index}
+    for name, value in {**per_proc, **item}.items():
+        template[name] = str(value)
+    expanded = {}
+    for key, raw in commands.items():
+        if not raw.strip():
+            expanded[key.lower()] = ""  # htcondor2 treats an empty value as no key at all
+        elif key.lower() in _MAPPED or key.lower().startswith("my."):
+            try:
+                expanded[key.lower()] = template.expand(key).strip()
+            except (KeyError, ValueError) as err:
+                raise where.error(key.lower(), f"cannot expand its macros: {err}") from None
+    custom = {key.lower(): key[3:] for key in commands if key.lower().startswith("my.")}
+    return JobSpec(proc, _job_ad(expanded, custom, where, proc))
+
+
+# --- translation of expanded commands into an ad --------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Turns a problem with a command into a SubmitError naming that command's line."""
+
+    ctx: _Context
+    lines: Mapping[str, tuple[int, str]]  # from _command_lines
+    queue_line: int
+
+    def error(self, key: str, problem: str) -> SubmitError:
+        line, label = self.lines.get(key, (self.queue_line, key))
+        return self.ctx.error(line, f"{label}: {problem}")
+
+
+_MAPPED = frozenset({
+    "executable", "arguments", "environment", "env", "initialdir", "initial_dir", "input",
+    "output", "error", "log", "transfer_input_files", "transfer_output_files", "request_cpus",
+    "request_memory", "request_disk", "requirements", "rank", "priority", "universe",
+    "batch_name", "max_retries"})
+
+_T = TypeVar("_T")
+
+
+def _convert(expanded: Mapping[str, str], key: str, convert: Callable[[str], _T],
+             default: _T, where: _Where) -> _T:
+    raw = expanded.get(key, "")
+    if not raw:
+        return default
+    try:
+        return convert(raw)
+    except ValueError as err:
+        raise where.error(key, str(err)) from None
+
+
+def _job_ad(expanded: Mapping[str, str], custom: Mapping[str, str], where: _Where,
+            proc: int) -> classad2.ClassAd:
+    ctx = where.ctx
+    universe = expanded.get("universe", "vanilla").lower()
+    if universe != "vanilla":
+        raise where.error("universe", f"only the vanilla universe is supported, not {universe!r}")
+    iwd = _iwd(expanded, where)
+    ad = classad2.ClassAd()
+    ad["ClusterId"], ad["ProcId"], ad["Owner"] = ctx.cluster, proc, ctx.owner
+    ad["JobUniverse"], ad["JobStatus"], ad["QDate"] = VANILLA_UNIVERSE, IDLE, ctx.qdate
+    if ctx.submit_host:
+        ad["User"] = f"{ctx.owner}@{ctx.submit_host}"
+        ad["GlobalJobId"] = f"{ctx.submit_host}#{ctx.cluster}.{proc}#{ctx.qdate}"
+    ad["Iwd"] = str(iwd)
+    ad["Cmd"] = _executable(expanded, iwd, where)
+    argv = _convert(expanded, "arguments", parse_arguments, [], where)
+    ad["Args"], ad["Arguments"] = argv, format_arguments(argv)
+    env_key = "environment" if "environment" in expanded else "env"
+    env = _convert(expanded, env_key, parse_environment, {}, where)
+    ad["Env"], ad["Environment"] = [f"{k}={v}" for k, v in env.items()], format_environment(env)
+    _add_files(ad, expanded, iwd, where)
+    _add_resources(ad, expanded, where)
+    ad["JobPrio"] = _convert(expanded, "priority", _integer, 0, where)
+    ad["MaxRetries"] = _convert(expanded, "max_retries", _non_negative, 0, where)
+    if batch := expanded.get("batch_name"):
+        ad["JobBatchName"] = batch
+    _add_custom(ad, expanded, custom, where)
+    return ad
+
+
+def _iwd(expanded: Mapping[str, str], where: _Where) -> Path:
+    key = "initialdir" if "initialdir" in expanded else "initial_dir"
+    given = expanded.get(key, "")
+    iwd = Path(os.path.normpath(where.ctx.base / given)) if given else where.ctx.base
+    if not iwd.is_dir():
+        raise where.error(key, f"directory {str(iwd)!r} does not exist")
+    return iwd
+
+
+def _executable(expanded: Mapping[str, str], iwd: Path, where: _Where) -> str:
+    given = expanded.get("executable", "")
+    if not given:
+        raise where.ctx.error(where.queue_line, "no executable given before this queue statement")
+    if os.path.isabs(given):
+        return given  # may exist only on the execute side (e.g. /usr/bin/python3)
+    if not (iwd / given).is_file():
+        raise where.error("executable", f"{given!r} not found in {iwd}")
+    return os.path.normpath(iwd / given)
+
+
+def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
+               where: _Where) -> None:
+    stdin = expanded.get("input", "")
+    if stdin and not (iwd / stdin).exists():
+        raise where.error("input", f"file {stdin!r} not found in {iwd}")
+    ad["In"] = stdin or "/dev/null"
+    ad["Out"] = expanded.get("output") or "/dev/null"
+    ad["Err"] = expanded.get("error") or "/dev/null"
+    if log := expanded.get("log"):
+        ad["UserLog"] = os.path.normpath(iwd / log)
+    inputs = _file_list(expanded.get("transfer_input_files", ""))
+    if missing := [name for name in inputs if "://" not in name and not (iwd / name).exists()]:
+        raise where.error("transfer_input_files", f"{missing[0]!r} does not exist in {iwd}")
+    ad["TransferInput"] = inputs
+    ad["TransferOutput"] = _file_list(expanded.get("transfer_output_files", ""))
+
+
+def _file_list(value: str) -> list[str]:
+    return [name for name in re.split(r"[\s,]+", value) if name]
+
+
+def _add_resources(ad: classad2.ClassAd, expanded: Mapping[str, str], where: _Where) -> None:
+    ad["RequestCpus"] = _convert(expanded, "request_cpus", _positive, 1, where)
+    ad["RequestMemory"] = _convert(expanded, "request_memory", parse_memory_mib,
+                                   DEFAULT_REQUEST_MEMORY_MIB, where)
+    ad["RequestDisk"] = _convert(expanded, "request_disk", parse_disk_kib,
+                                 DEFAULT_REQUEST_DISK_KIB, where)
+    user = _convert(expanded, "requirements", _expression, classad2.ExprTree("true"), where)
+    ad["Requirements"] = classad2.ExprTree(
+        f"({user}) && (TARGET.Cpus >= MY.RequestCpus) && (TARGET.Memory >= MY.RequestMemory)"
+        " && (TARGET.Disk >= MY.RequestDisk)")
+    ad["Rank"] = _convert(expanded, "rank", _expression, classad2.ExprTree("0.0"), where)
+
+
+def _add_custom(ad: classad2.ClassAd, expanded: Mapping[str, str], custom: Mapping[str, str],
+                where: _Where) -> None:
+    """+Attr comes last so it may override a mapped attribute, as in condor_submit."""
+    for key, attr in custom.items():
+        if attr.lower() in SCHEDD_OWNED:
+            raise where.error(key, f"{attr} is set by the schedd and cannot be overridden")
+        if not expanded[key]:
+            raise where.error(key, "no value given")
+        ad[attr] = _convert(expanded, key, _expression, classad2.ExprTree("undefined"), where)
+        if attr.lower() == "desired_sites" and not isinstance(ad.eval(attr), str):
+            raise where.error(key, 'DESIRED_Sites must be a quoted string like "site_a,site_b"')
+
+
+def _expression(text: str) -> classad2.ExprTree:
+    try:
+        return classad2.ExprTree(text)
+    except classad2.ClassAdException:
+        raise ValueError(f"{text!r} is not a valid ClassAd expression") from None
+
+
+def _integer(text: str) -> int:
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not re.fullmatch(r"\+?\d+", text) or int(text) <= 0:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _non_negative(text: str) -> int:
+    if not re.fullmatch(r"\+?\d+", text):
+        raise ValueError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+# --- sizes, arguments and environment (pure, public for the CLI and the pilot) --------------
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])B?)?", re.I)
+_KIB_PER_UNIT = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}
+
+
+def _size_kib(text: str, default_unit: str) -> float:
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: use a number with an optional unit "
+                         "K, KB, M, MB, G, GB, T or TB")
+    kib = float(match[1]) * _KIB_PER_UNIT[(match[2] or default_unit).upper()]
+    if kib <= 0:
+        raise ValueError(f"{text!r} must be more than zero")
+    return kib
+
+
+def parse_memory_mib(text: str) -> int:
+    """request_memory → MiB, rounded up; a plain number is MiB, as in HTCondor."""
+    return math.ceil(_size_kib(text, "M") / 1024)
+
+
+def parse_disk_kib(text: str) -> int:
+    """request_disk → KiB, rounded up; a plain number is KiB, as in HTCondor."""
+    return math.ceil(_size_kib(text, "K"))
+
+
+def _split_new_syntax(body: str) -> list[str]:
+    """Words of HTCondor's "new" quoting: whitespace separates, '...' groups, and '' / ""
+    stand for a literal ' / " (inside or outside the single quotes)."""
+    words: list[str] = []
+    word: list[str] | None = None  # None between words, so '' can make an empty word
+    quoted, index = False, 0
+    while index < len(body):
+        char, pair = body[index], body[index:index + 2]
+        index += 1
+        if pair in ('""', "''") and (pair == '""' or quoted):
+            word, index = [*(word or []), char], index + 1
+        elif char == '"':
+            raise ValueError('a lone " inside the double quotes: write "" for a literal "')
+        elif char == "'":
+            word, quoted = word or [], not quoted
+        elif char.isspace() and not quoted:
+            if word is not None:
+                words.append("".join(word))
+            word = None
+        else:
+            word = [*(word or []), char]
+    if quoted:
+        raise ValueError("unbalanced single quote")
+    return words if word is None else [*words, "".join(word)]
+
+
+def _new_syntax_body(text: str) -> str | None:
+    """The text inside the outer double quotes, or None for the old syntax."""
+    text = text.strip()
+    if not text.startswith('"'):
+        return None
+    if len(text) < 2 or not text.endswith('"'):
+        raise ValueError("unbalanced double quote: the new syntax is enclosed in \"...\"")
+    return text[1:-1]
+
+
+def parse_arguments(text: str) -> list[str]:
+    """`"a 'b c' d"` (new syntax) or `a b c` (old syntax, \\" for a quote) → argv."""
+    body = _new_syntax_body(text)
+    if body is not None:
+        return _split_new_syntax(body)
+    if re.search(r'(?<!\\)"', text):
+        raise ValueError('unbalanced double quote: to group words write the whole value in '
+                         "double quotes, e.g. arguments = \"a 'b c'\"")
+    return [word.replace('\\"', '"') for word in text.split()]
+
+
+def parse_environment(text: str) -> dict[str, str]:
+    """`"A=1 B='x y'"` (new syntax) or `A=1;B=2` (old syntax) → {name: value}, in order."""
+    body = _new_syntax_body(text)
+    entries = _split_new_syntax(body) if body is not None else text.split(";")
+    env = {}
+    for entry in (entry for entry in entries if entry.strip() or body is not None):
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"environment entry {entry!r} is not NAME=value")
+        env[name.strip()] = value
+    return env
+
+
+def _quote_word(word: str) -> str:
+    if word and not re.search(r"[\s'\"]", word):
+        return word
+    return "'" + word.replace("'", "''") + "'"
+
+
+def format_arguments(argv: Sequence[str]) -> str:
+    """argv → HTCondor's raw new-syntax Arguments string (parse_arguments of it, in
+    double quotes with " doubled, gives argv back)."""
+    return " ".join(_quote_word(word) for word in argv)
+
+
+def format_environment(env: Mapping[str, str]) -> str:
+    return " ".join(f"{name}={_quote_word(value) if value else ''}"
+                    for name, value in env.items())
+
+
+# --- $$() substitution on the pilot ---------------------------------------------------------
+
+
+def substitute_slot_macros(text: str, slot_ad: classad2.ClassAd) -> str:
+    """Replace $$(Attr), $$(Attr:default) and $$([expr]) with values from the slot ad."""
+    parts, position = [], 0
+    while (start := text.find("$$(", position)) != -1:
+        end = _closing_paren(text, start + 3)
+        if end is None:
+            raise SlotMacroError(f"unterminated $$( in {text!r}")
+        parts += [text[position:start], _slot_value(text[start + 3:end], slot_ad)]
+        position = end + 1
+    return "".join([*parts, text[position:]])
+
+
+def _slot_value(body: str, slot_ad: classad2.ClassAd) -> str:
+    if body.startswith("[") and body.endswith("]"):
+        try:
+            value = classad2.ExprTree(body[1:-1]).eval(slot_ad)
+        except classad2.ClassAdException:
+            raise SlotMacroError(f"$$({body}): not a valid ClassAd expression") from None
+        if isinstance(value, classad2.Value):
+            raise SlotMacroError(f"$$({body}) evaluates to {value.name} in the slot ad")
+        return _as_text(value)
+    name, has_default, default = (part.strip() for part in body.partition(":"))
+    try:
+        value = slot_ad.eval(name)
+    except KeyError:
+        value = classad2.Value.Undefined
+    if not isinstance(value, classad2.Value):
+        return _as_text(value)
+    if has_default:
+        return default
+    raise SlotMacroError(f"$$({name}): the slot ad has no attribute {name}")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)

@@ -29,7 +29,8 @@ RETIRE_TIMEOUT_S = 120.0
 
 
 def burst(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*BURST, *args], cwd=WORK, env=ENV, capture_output=True, text=True)
+    cwd = WORK if WORK.exists() else REPO
+    proc = subprocess.run([*BURST, *args], cwd=cwd, env=ENV, capture_output=True, text=True)
     if check and proc.returncode != 0:
         fail(f"`burst {' '.join(args)}` exited {proc.returncode}: "
              f"{(proc.stderr or proc.stdout).strip()}")
@@ -60,6 +61,7 @@ ENV = {
 
 
 def prepare() -> None:
+    burst("down", check=False)  # a stack left by an interrupted demo would compete with ours
     shutil.rmtree(WORK, ignore_errors=True)
     shutil.copytree(HERE / "jobs", WORK)
     (WORK / "out").mkdir()
@@ -84,7 +86,7 @@ def progress_until_done(runnable: list[str], started: float) -> float | None:
         starts = [j["started_at"] for j in mine if j["started_at"]]
         if starts and first_running is None:
             first_running = min(starts) - started
-        status = burst_json("status")
+        status = burst_json("status", "--since", str(STARTED_AT))
         pilots = {}
         for entry in status["entries"]:
             for state, n in entry["pilots"].items():
@@ -131,7 +133,7 @@ def check_outputs(alice: dict, bob: dict) -> int:
 def wait_for_retirement() -> dict:
     deadline = time.monotonic() + RETIRE_TIMEOUT_S
     while time.monotonic() < deadline:
-        status = burst_json("status")
+        status = burst_json("status", "--since", str(STARTED_AT))
         live = sum(n for e in status["entries"] for s, n in e["pilots"].items()
                    if s in ("pending", "idle", "busy", "retiring"))
         if live == 0:
@@ -143,7 +145,7 @@ def wait_for_retirement() -> dict:
 
 def pilot_counts() -> tuple[int, int]:
     launched = retired = 0
-    for line in burst("events", "--json").stdout.splitlines():
+    for line in burst("events", "--json", "--since", str(STARTED_AT)).stdout.splitlines():
         key = json.loads(line)["key"]
         launched += key.startswith("pilot.launched.")
         retired += key.startswith("pilot.exited.")
@@ -151,8 +153,9 @@ def pilot_counts() -> tuple[int, int]:
 
 
 def main() -> None:
-    global T0
+    global T0, STARTED_AT
     T0 = time.monotonic()
+    STARTED_AT = int(time.time())  # the event log keeps earlier demos: count only this one
     prepare()
     say("== burstwms demo: a local pool that grows on demand and shrinks again")
     say("-- starting the stack (burst up -d)")
@@ -188,6 +191,7 @@ def main() -> None:
 
 
 T0 = 0.0
+STARTED_AT = 0
 
 if __name__ == "__main__":
     main()

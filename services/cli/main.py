@@ -299,8 +299,10 @@ _action_command("release", "Release held jobs back to idle.")
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--since", default="24h", show_default=True,
+              help="fold events from this time (epoch, ISO time, or an age like 1h)")
 @friendly
-def status(as_json: bool) -> None:
+def status(as_json: bool, since: str) -> None:
     """Entries, pilots and VMs by state, slots, jobs: the pool as its events tell it."""
     from services.runtime.rabbit import read_event_log
 
@@ -308,7 +310,7 @@ def status(as_json: bool) -> None:
 
     s = settings()
     view = PoolView()
-    for env in read_event_log(s, idle_timeout=0.5):
+    for env in read_event_log(s, since=output.parse_since(since), idle_timeout=0.5):
         event = output.decode_or_none(env)
         if event is not None:
             view.apply(event)

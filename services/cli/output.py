@@ -18,7 +18,8 @@ import schemas
 from services.runtime import codec
 from services.runtime.codec import Envelope
 
-console = Console()
+# Piped output is not cut at 80 columns: a reason or a command stays on one line.
+console = Console(width=None if sys.stdout.isatty() else 200)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
@@ -36,14 +37,16 @@ def job_json(job: Any) -> dict[str, Any]:
 
 def print_jobs(jobs: list) -> None:
     table = Table(box=None, pad_edge=False)
-    for column in ("ID", "OWNER", "STATE", "EXIT", "WHERE", "CMD", "NOTE"):
-        table.add_column(column, overflow="fold")
+    for column in ("ID", "OWNER", "STATE", "EXIT", "WHERE"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("CMD", no_wrap=True, max_width=28, overflow="ellipsis")
+    table.add_column("NOTE", overflow="fold", ratio=1)
     for job in jobs:
         where = f"{job.site}/{job.entry}" if job.site else ""
         note = job.hold_reason or job.idle_reason
         exit_code = "" if job.exit_code is None else str(job.exit_code)
         cmd = " ".join(filter(None, [job.cmd.rsplit("/", 1)[-1], job.args]))
-        table.add_row(job.id, job.owner, job.state, exit_code, where, cmd[:40], note)
+        table.add_row(job.id, job.owner, job.state, exit_code, where, cmd, note)
     console.print(table)
     counts = Counter(j.state for j in jobs)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))

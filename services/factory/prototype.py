@@ -1,23 +1,23 @@
 """The slot ad a pilot of an entry will advertise, before any pilot exists.
 
 The frontend matches idle jobs against it to decide where pilots are worth
-requesting; it must agree with what the glidein really advertises, so it is
-built by the glidein's own slot ad code from the entry's configuration.
+requesting, so it must agree with what the glidein really advertises: it is
+built by the glidein's own slot ad code, from the entry's configuration.
 """
 
 from __future__ import annotations
 
-import classad2
-
+from services.glidein.context import PilotContext
+from services.glidein.slot import Resources, slot_ad
 from services.runtime.config import EntryConfig
 
 
 def prototype_ad(entry: EntryConfig, factory: str) -> str:
-    ad = classad2.ClassAd({
-        "GLIDEIN_Site": entry.site, "GLIDEIN_Entry_Name": entry.name,
-        "GLIDEIN_Factory": factory, "CloudProvider": entry.provider,
-        "CloudInstanceType": entry.instance_type, "Cpus": entry.cpus,
-        "Memory": entry.memory_mb, "Disk": entry.disk_mb * 1024, "Arch": "X86_64",
-        "OpSys": "LINUX", "IsGlidein": True, **entry.attributes,
-    })
-    return str(ad)
+    context = PilotContext(
+        pilot_id=f"{entry.name}-prototype", entry=entry.name, site=entry.site, factory=factory,
+        provider=entry.provider, cpus=entry.cpus, memory_mb=entry.memory_mb,
+        disk_mb=entry.disk_mb, idle_timeout_s=entry.idle_timeout_s,
+        max_lifetime_s=entry.max_lifetime_s, instance_type=entry.instance_type,
+        attributes=dict(entry.attributes))
+    free = Resources(entry.cpus, entry.memory_mb, entry.disk_mb)
+    return str(slot_ad(context, free))

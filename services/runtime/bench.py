@@ -59,6 +59,11 @@ def _message(seq: int, sent: float) -> GlideinRequest:
                           max_glideins=200, remove_excess="NO", seq=seq, time=sent)
 
 
+def _cpu_s() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def _rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
@@ -304,16 +309,17 @@ def _worker(role: str, kind: str, settings: Settings, conn: Any) -> None:
         conn.send(("ready", None))
         while (command := conn.recv())[0] == "phase":
             _, count, rate = command
+            cpu = _cpu_s()
             if role == "producer":
                 first, confirmed = side.produce(count, rate)
                 conn.send(("sent", {"first": first, "confirmed": confirmed,
-                                    "rss_mib": _rss_mib()}))
+                                    "cpu_s": _cpu_s() - cpu, "rss_mib": _rss_mib()}))
                 continue
             tally.arm(count)
             conn.send(("armed", None))
             if not tally.done.wait(60 + count / 500):
                 raise RuntimeError(f"got {len(tally.latencies)} of {count} messages")
-            conn.send(("done", tally.summary()))
+            conn.send(("done", {**tally.summary(), "cpu_s": _cpu_s() - cpu}))
     except Exception as exc:
         conn.send(("error", f"{kind} {role}: {type(exc).__name__}: {exc}"))
     finally:
@@ -350,6 +356,8 @@ class _Pair:
         seen = self._expect("consumer", "done", timeout)
         return {**seen, "msgs_per_s": count / (seen["last"] - sent["first"]),
                 "published_per_s": count / (sent["confirmed"] - sent["first"]),
+                "producer_cpu_us": sent["cpu_s"] / count * 1e6,
+                "consumer_cpu_us": seen["cpu_s"] / count * 1e6,
                 "rss_mib": max(seen["rss_mib"], sent["rss_mib"])}
 
     def _expect(self, role: str, tag: str, timeout: float) -> Any:

@@ -55,6 +55,10 @@ class BrokerUnavailable(ConnectionError):
         )
 
 
+class QueueInUse(RuntimeError):
+    """An exclusive queue already has its consumer: another instance is running."""
+
+
 class RpcTimeout(TimeoutError):
     pass
 
@@ -116,6 +120,7 @@ class Subscription:
     prefetch: int = 200
     expires_s: float | None = None  # delete the queue after this long without consumers
     single_active_consumer: bool = False
+    exclusive: bool = False  # one consumer only: a second instance fails to start
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def handler_for(self, schema_name: str) -> Handler | None:

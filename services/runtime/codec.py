@@ -11,6 +11,7 @@ dead-letters.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,7 +45,15 @@ class Envelope:
 
 
 def new_message_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID as 32 hex digits, like uuid.uuid4().hex.
+
+    Built from the bytes directly: uuid4() makes a UUID object per call, three
+    times the cost, and every published message needs an id.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def derived_message_id(parent_id: str, index: int) -> str:

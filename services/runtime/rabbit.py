@@ -34,13 +34,22 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 
 from . import codec, metrics
-from .bus import BrokerUnavailable, Bus, Names, RpcTimeout, Subscription, command_key
+from .bus import (
+    BrokerUnavailable,
+    Bus,
+    Names,
+    QueueInUse,
+    RpcTimeout,
+    Subscription,
+    command_key,
+)
 from .codec import Envelope
 from .config import Settings
 
 log = logging.getLogger("burst.rabbit")
 
 REPLY_TO = "amq.rabbitmq.reply-to"
+ACCESS_REFUSED = 403
 DEADLINE_HEADER = "x-burst-deadline"  # epoch milliseconds; AMQP tables have no floats
 EVENT_LOG_MAX_AGE = "7D"
 EVENT_LOG_MAX_BYTES = 2 * 1024**3
@@ -81,6 +90,7 @@ class RabbitBus(Bus):
         self._ch: Any = None
         self._reconnect_delay = 0.5
         self._early_timers: list[tuple[float, Callable[[], Any]]] = []
+        self._published: dict[str, Any] = {}  # exchange -> its PUBLISHED counter
         self._reset_publish_state()
 
     def _reset_publish_state(self) -> None:
@@ -103,6 +113,9 @@ class RabbitBus(Bus):
         if not self._ready.wait(timeout):
             self.stop()
             raise BrokerUnavailable(self.settings.safe_url, "no channel within the timeout")
+        if isinstance(self._start_error, QueueInUse):
+            self.stop()
+            raise self._start_error
         if self._start_error is not None:
             raise BrokerUnavailable(self.settings.safe_url, _describe(self._start_error))
 
@@ -180,7 +193,13 @@ class RabbitBus(Bus):
         channel.confirm_delivery(self._on_confirm, callback=lambda _f: self._on_confirm_mode())
 
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
-        if not self._stopping:
+        refused = getattr(reason, "reply_code", None) == ACCESS_REFUSED
+        if refused and not self._ready.is_set():
+            # An exclusive queue (e.g. a schedd's) already has its consumer: don't compete.
+            self._start_error = QueueInUse(str(reason))
+            self._stopping = True
+            self._ready.set()
+        elif not self._stopping:
             log.warning("event=channel_closed reason=%r", str(reason))
         if self._conn is not None and self._conn.is_open:
             self._conn.close()
@@ -192,7 +211,8 @@ class RabbitBus(Bus):
     def _start_consuming(self) -> None:
         for sub in self.subscriptions:
             queue = self.names.queue(sub.queue)
-            self._ch.basic_consume(queue, partial(self._on_message, sub, queue))
+            self._ch.basic_consume(queue, partial(self._on_message, sub, queue),
+                                   exclusive=sub.exclusive)
         # pika holds back synchronous methods while one is pending, but not publishes: wait
         # for the last ConsumeOk, or an early call() would publish before its reply consumer.
         self._ch.basic_consume(REPLY_TO, self._on_reply, auto_ack=True,
@@ -252,8 +272,16 @@ class RabbitBus(Bus):
         )
         self._ch.basic_publish(exchange, routing_key, env.body, props)
         self._seq += 1  # the channel numbers every publish in confirm mode, replies too
-        metrics.PUBLISHED.labels(exchange=exchange or "(default)").inc()
+        self._published_counter(exchange).inc()
         return self._seq
+
+    def _published_counter(self, exchange: str) -> Any:
+        # labels() takes a lock and builds a key on every call: keep the children (I/O thread).
+        counter = self._published.get(exchange)
+        if counter is None:
+            counter = self._published[exchange] = metrics.PUBLISHED.labels(
+                exchange=exchange or "(default)")
+        return counter
 
     def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None:
         if threading.get_ident() == self._io_ident:

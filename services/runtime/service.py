@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from .bus import BrokerUnavailable, Bus, Subscription, connect
+from .bus import BrokerUnavailable, Bus, QueueInUse, Subscription, connect
 from .config import Settings, load_pool_config
 
 
@@ -59,6 +59,10 @@ def run(name: str, build: Callable[[Settings, Bus], Service], *,
         bus.start()
     except BrokerUnavailable as exc:
         print(f"burst {name}: {exc}", file=sys.stderr)
+        return 3
+    except QueueInUse as exc:
+        print(f"burst {name}: another {instance or name} is already running on this "
+              f"namespace ({exc}); stop it first", file=sys.stderr)
         return 3
     done = threading.Event()
     if hasattr(service, "request_stop"):  # a service that may end by itself (a retiring pilot)

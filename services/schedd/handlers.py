@@ -65,7 +65,7 @@ class Schedd:
             "pilot.lost": self.on_pilot_gone,
         }
         return [Subscription(f"schedd.{self.name}", commands=commands, events=events,
-                             target=self.name, prefetch=500)]
+                             target=self.name, prefetch=500, exclusive=True)]
 
     def started(self) -> None:
         self.bus.call_every(DEMAND_DEBOUNCE_S, self.publish_demand)

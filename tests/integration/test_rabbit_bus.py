@@ -1,0 +1,47 @@
+"""RabbitMQ-only behaviour of the bus: exclusive queues, durability across reconnects."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.job import JobAction
+from services.runtime.bus import QueueInUse, Subscription, connect
+from services.runtime.rabbit import delete_namespace
+from tests.contract.test_bus_contract import Inbox
+
+
+def test_a_second_consumer_of_an_exclusive_queue_refuses_to_start(rabbit_settings):
+    sub = Subscription("solo", commands={"job.action": lambda m, c: None}, exclusive=True)
+    first = connect(rabbit_settings, "first")
+    first.subscribe(sub)
+    first.start()
+    second = connect(rabbit_settings, "second")
+    second.subscribe(sub)
+    try:
+        with pytest.raises(QueueInUse):
+            second.start()
+    finally:
+        first.stop()
+        delete_namespace(rabbit_settings, ["solo"])
+
+
+def test_commands_sent_while_the_consumer_is_down_wait_in_its_queue(rabbit_settings):
+    inbox = Inbox()
+    sub = Subscription("later", commands={"job.action": lambda m, c: inbox.add(m.ids)})
+    consumer = connect(rabbit_settings, "consumer")
+    consumer.subscribe(sub)
+    consumer.start()
+    consumer.stop()
+    sender = connect(rabbit_settings, "sender")
+    sender.start()
+    try:
+        sender.send(JobAction(action="hold", ids=["1"]))
+        sender.send(JobAction(action="hold", ids=["2"]))
+        again = connect(rabbit_settings, "consumer")
+        again.subscribe(sub)
+        again.start()
+        assert inbox.wait_for(lambda items: len(items) == 2) == [["1"], ["2"]]
+        again.stop()
+    finally:
+        sender.stop()
+        delete_namespace(rabbit_settings, ["later"])

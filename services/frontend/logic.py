@@ -328,6 +328,22 @@ def _sites(desired_sites: str) -> set[str]:
     return {site.strip().casefold() for site in desired_sites.split(",") if site.strip()}
 
 
+def _too_big(pairs: Mapping[str, PairMatch | None], entries: Sequence[EntryInfo]) -> str:
+    """The usual reason nothing matches, said plainly: no pilot is that large."""
+    pair = next((p for p in pairs.values() if p is not None), None)
+    if pair is None:
+        return ""
+    most_memory = max(e.memory_mb for e in entries)
+    most_cpus = max(e.cpus for e in entries)
+    if pair.request_memory_mb > most_memory:
+        return (f"no entry has pilots with {pair.request_memory_mb} MiB of memory "
+                f"(the largest have {most_memory} MiB)")
+    if pair.request_cpus > most_cpus:
+        return (f"no entry has pilots with {pair.request_cpus} cpus "
+                f"(the largest have {most_cpus})")
+    return ""
+
+
 def _names(entries: Sequence[EntryInfo], limit: int = 5) -> str:
     names = [e.name for e in entries[:limit]]
     more = f", +{len(entries) - limit} more" if len(entries) > limit else ""
@@ -357,9 +373,9 @@ def _place(
     pairs = {e.name: matcher.pair(autocluster.ad, e.ad, policy.match_expr) for e in entries}
     accepted = [e for e in entries if pairs[e.name] is not None and pairs[e.name].requirements]
     if not accepted:
-        return _Placement(
-            (), f"no entry matches its Requirements ({len(entries)} entries: {_names(entries)})"
-        )
+        return _Placement((), _too_big(pairs, entries) or
+                          f"no entry matches its Requirements ({len(entries)} entries: "
+                          f"{_names(entries)})")
     allowed = [e for e in accepted if pairs[e.name].group]
     if not allowed:
         return _Placement(

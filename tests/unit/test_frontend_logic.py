@@ -455,3 +455,13 @@ def test_policy_from_runtime_config():
     assert policy.trust_domains == frozenset({"aws"})
     assert (policy.limits.max_idle, policy.limits.curb_idle, policy.limits.ramp_step) == (7, 3, 4)
     assert policy.limits.max_held == GroupLimits().max_held
+
+
+def test_a_job_larger_than_every_pilot_is_told_so_plainly():
+    result = plan([autocluster(memory=65536)], [entry("small", memory_mb=2048),
+                                                entry("big", memory_mb=8192)])
+    assert result.unmatched["schedd1"]["1"] == (
+        "no entry has pilots with 65536 MiB of memory (the largest have 8192 MiB)")
+    cpus = plan([autocluster(cpus=16)], [entry("small", cpus=4)])
+    assert cpus.unmatched["schedd1"]["1"] == (
+        "no entry has pilots with 16 cpus (the largest have 4)")

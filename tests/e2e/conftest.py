@@ -1,0 +1,134 @@
+"""A whole pool per test module: `burst up -d` in its own namespace and state dir.
+
+Tests drive it only through the `burst` command, as a user would, and wait
+for what they expect with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.runtime.config import Settings
+from services.runtime.rabbit import broker_answers
+
+E2E_CONFIG = """
+[services]
+negotiator_interval_s = 2.0
+frontend_interval_s = 1.0
+factory_interval_s = 0.5
+
+[[entry]]
+name = "e2e-a"
+site = "SiteA"
+driver = "local"
+provider = "local"
+cpus = 2
+memory_mb = 1024
+disk_mb = 2048
+idle_timeout_s = 60.0
+[entry.limits]
+max_pilots = 2
+max_launch_per_cycle = 2
+
+[[entry]]
+name = "e2e-b"
+site = "SiteB"
+driver = "local"
+provider = "local"
+cpus = 1
+memory_mb = 1024
+disk_mb = 2048
+idle_timeout_s = 60.0
+[entry.limits]
+max_pilots = 1
+
+[[group]]
+name = "main"
+credentials = { local = "none" }
+"""
+
+
+class Pool:
+    def __init__(self, root: Path):
+        self.root = root
+        self.work = root / "work"
+        self.work.mkdir(parents=True)
+        (root / "burst.toml").write_text(E2E_CONFIG)
+        self.env = {
+            **os.environ,
+            "BURST_CONFIG": str(root / "burst.toml"),
+            "BURST_STATE_DIR": str(root / "state"),
+            "BURST_NAMESPACE": f"e2e{uuid.uuid4().hex[:8]}",
+            "BURST_OWNER": "tester",
+        }
+        self.settings = Settings.from_env(self.env)
+
+    def burst(self, *args: str, env: dict | None = None, timeout: float = 120,
+              input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.cli.main", *args],
+                              cwd=self.work, env={**self.env, **(env or {})}, text=True,
+                              capture_output=True, timeout=timeout, input=input)
+
+    def ok(self, *args: str, **kw) -> str:
+        proc = self.burst(*args, **kw)
+        assert proc.returncode == 0, f"burst {' '.join(args)}: {proc.stderr or proc.stdout}"
+        return proc.stdout
+
+    def json(self, *args: str):
+        return json.loads(self.ok(*args, "--json"))
+
+    def write(self, name: str, text: str, mode: int | None = None) -> Path:
+        path = self.work / name
+        path.write_text(text)
+        if mode is not None:
+            path.chmod(mode)
+        return path
+
+    def submit(self, name: str, text: str) -> dict:
+        self.write(name, text)
+        return self.json("submit", name)
+
+    def job(self, job_id: str) -> dict:
+        (job,) = self.json("q", job_id)
+        return job
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.3)
+
+    def pid(self, service: str) -> int:
+        return int((self.root / "state" / "run" / f"{service}.pid").read_text())
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    p = Pool(root)
+    if not broker_answers(p.settings):
+        pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
+    p.ok("up", "-d")
+    yield p
+    p.burst("down")
+    _delete_namespace(p)
+
+
+def _delete_namespace(p: Pool) -> None:
+    from services.runtime.rabbit import delete_namespace
+
+    queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory",
+              "factory.entry.e2e-a", "factory.entry.e2e-b"]
+    delete_namespace(p.settings, queues)

@@ -1,0 +1,105 @@
+"""An operator's view: status, events, bad messages, crashes, a missing broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import msgpack
+
+from services.runtime.bus import Names
+from services.runtime.codec import VERSION_HEADER
+from services.runtime.rabbit import blocking_connection
+
+QUICK = 'executable = /bin/echo\narguments = "hello $(Process)"\noutput = q.$(Process).out\nqueue 2\n'
+
+
+def test_status_reports_entries_pilots_jobs_and_services(pool):
+    done = pool.submit("quick.sub", QUICK)
+    pool.ok("wait", str(done["cluster"]), "--timeout", "90")
+    status = pool.json("status")
+    assert {e["name"] for e in status["entries"]} == {"e2e-a", "e2e-b"}
+    for entry in status["entries"]:
+        assert set(entry) >= {"name", "site", "driver", "provider", "endpoint", "trust_domain",
+                              "pilots"}
+    launched = sum(sum(e["pilots"].values()) for e in status["entries"])
+    assert launched >= 1
+    assert status["jobs"]["completed"] >= 2
+    assert set(status["slots"]) == {"claimed", "unclaimed"}
+    assert sum(status["vms"]["local"].values()) == launched
+    assert set(status["services"]) == {"schedd", "negotiator", "frontend", "factory"}
+    assert all(s["alive"] and s["pid"] for s in status["services"].values())
+
+
+def test_events_show_the_whole_flow_of_a_job(pool):
+    done = pool.submit("flow.sub", 'executable = /bin/true\nqueue\n')
+    job_id = done["jobs"][0]
+    pool.ok("wait", job_id, "--timeout", "90")
+    events = [json.loads(line) for line in pool.ok("events", "--json").splitlines()]
+    assert all({"key", "time", "message_id"} <= set(e) for e in events)
+    mine = [e["key"] for e in events if e.get("job_id") == job_id]
+    assert mine[0] == "job.matched.v1" and mine[-1] == "job.completed.v1"
+    assert "job.running.v1" in mine
+    keys = {e["key"] for e in events}
+    assert {"pilot.launched.v1", "pilot.registered.v1", "slot.advertised.v1",
+            "job.submitted.v1", "demand.autoclusters.v1"} <= keys
+    lines = pool.ok("events", "--since", "10m").splitlines()
+    assert any("job.completed.v1" in line and f"job_id={job_id}" in line for line in lines)
+
+
+def test_malformed_messages_are_dead_lettered_and_no_service_stops(pool):
+    names = Names(pool.settings.namespace)
+    conn = blocking_connection(pool.settings)
+    try:
+        ch = conn.channel()
+        garbage = [
+            (names.cmd, "job.submit.v1.schedd", b"\xc1\xc1 not msgpack", "job.submit", 1),
+            (names.cmd, "job.report.v1.schedd", msgpack.packb({"job_id": 5}), "job.report", 1),
+            (names.events, "demand.autoclusters.v7", msgpack.packb({}), "demand.autoclusters", 7),
+            (names.events, "slot.advertised.v1", msgpack.packb([1, 2]), "slot.advertised", 1),
+        ]
+        import pika
+
+        for exchange, key, body, type_, version in garbage:
+            ch.basic_publish(exchange, key, body, pika.BasicProperties(
+                type=type_, content_type="application/msgpack",
+                headers={VERSION_HEADER: version}, delivery_mode=2))
+
+        def dead(queue: str) -> int:
+            return ch.queue_declare(names.dlq(names.queue(queue)), passive=True) \
+                .method.message_count
+
+        pool.wait_for(lambda: dead("schedd.schedd") >= 2, what="schedd dead letters")
+        pool.wait_for(lambda: dead("negotiator") >= 2, what="negotiator dead letters")
+    finally:
+        conn.close()
+    status = pool.json("status")
+    assert all(s["alive"] for s in status["services"].values())
+    done = pool.submit("after.sub", QUICK)
+    pool.ok("wait", str(done["cluster"]), "--timeout", "90")
+
+
+def test_kill_9_of_the_schedd_loses_no_job(pool):
+    done = pool.submit("many.sub", 'executable = /bin/sleep\narguments = 1\nqueue 6\n')
+    pool.wait_for(lambda: any(j["state"] == "running" for j in pool.json("q", str(done["cluster"]))),
+                  what="a running job")
+    os.kill(pool.pid("schedd"), signal.SIGKILL)
+    restarted = pool.ok("up", "-d")
+    assert "schedd" in restarted and "started" in restarted
+    assert "negotiator  pid" in restarted and "already running" in restarted
+    pool.ok("wait", str(done["cluster"]), "--timeout", "120")
+    jobs = pool.json("q", str(done["cluster"]))
+    assert [j["id"] for j in jobs] == done["jobs"]
+    assert {j["state"] for j in jobs} == {"completed"}
+
+
+def test_every_command_says_in_one_line_when_the_broker_is_unreachable(pool):
+    url = "amqp://guest:guest@127.0.0.1:1/%2F"
+    pool.write("one.sub", "executable = /bin/true\nqueue\n")
+    for args in (["submit", "one.sub"], ["q"], ["status"], ["events"], ["wait", "1"],
+                 ["rm", "1"], ["up", "-d"]):
+        proc = pool.burst(*args, env={"AMQP_URL": url})
+        assert proc.returncode == 3, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "127.0.0.1:1" in lines[0], (args, proc.stderr)

@@ -12,7 +12,8 @@ from services.runtime.bus import Names
 from services.runtime.codec import VERSION_HEADER
 from services.runtime.rabbit import blocking_connection
 
-QUICK = 'executable = /bin/echo\narguments = "hello $(Process)"\noutput = q.$(Process).out\nqueue 2\n'
+QUICK = ('executable = /bin/echo\narguments = "hello $(Process)"\n'
+         'output = q.$(Process).out\nqueue 2\n')
 
 
 def test_status_reports_entries_pilots_jobs_and_services(pool):
@@ -82,7 +83,8 @@ def test_malformed_messages_are_dead_lettered_and_no_service_stops(pool):
 
 def test_kill_9_of_the_schedd_loses_no_job(pool):
     done = pool.submit("many.sub", 'executable = /bin/sleep\narguments = 1\nqueue 6\n')
-    pool.wait_for(lambda: any(j["state"] == "running" for j in pool.json("q", str(done["cluster"]))),
+    cluster = str(done["cluster"])
+    pool.wait_for(lambda: any(j["state"] == "running" for j in pool.json("q", cluster)),
                   what="a running job")
     os.kill(pool.pid("schedd"), signal.SIGKILL)
     restarted = pool.ok("up", "-d")

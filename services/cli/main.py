@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from services.runtime.bus import BrokerUnavailable, RemoteError, RpcTimeout
+from services.runtime.codec import decode_or_none
 from services.runtime.config import ConfigError, Settings
 
 from . import output, stack
@@ -311,7 +312,7 @@ def status(as_json: bool, since: str) -> None:
     s = settings()
     view = PoolView()
     for env in read_event_log(s, since=output.parse_since(since), idle_timeout=0.5):
-        event = output.decode_or_none(env)
+        event = decode_or_none(env)
         if event is not None:
             view.apply(event)
     services = {st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}

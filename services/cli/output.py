@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 import schemas
-from services.runtime import codec
-from services.runtime.codec import Envelope
+from services.runtime.codec import Envelope, decode_or_none
 
 # Piped output is not cut at 80 columns: a reason or a command stays on one line.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -91,13 +90,6 @@ def print_status(result: dict[str, Any]) -> None:
     services = " ".join(f"{name}={'up' if st['alive'] else 'down'}"
                         for name, st in result["services"].items())
     console.print(f"services: {services}")
-
-
-def decode_or_none(env: Envelope) -> Any:
-    try:
-        return codec.decode(env)
-    except codec.Undecodable:
-        return None
 
 
 def _jsonable(value: Any) -> Any:

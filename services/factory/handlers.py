@@ -33,6 +33,7 @@ from schemas.pilot import (
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from schemas.slot import SlotAdvertised
 from services.runtime.bus import Bus, Context, Subscription
+from services.runtime.codec import decode_or_none
 from services.runtime.config import EntryConfig, PoolConfig, Settings
 
 from . import logic
@@ -78,14 +79,8 @@ class Factory:
                              commands={"glidein.request": self.on_request},
                              target=entry, single_active_consumer=True)
                 for entry in self.entries]
-        subs.append(Subscription(f"factory.{self.name}", events={
-            "pilot.launched": self.on_launched,
-            "pilot.registered": self.on_registered,
-            "slot.advertised": self.on_slot,
-            "pilot.retiring": self.on_retiring,
-            "pilot.exited": self.on_gone,
-            "pilot.lost": self.on_gone,
-        }, expires_s=3600.0, prefetch=1000))
+        subs.append(Subscription(f"factory.{self.name}", events=self._pilot_handlers(),
+                                 expires_s=3600.0, prefetch=1000))
         return subs
 
     def started(self) -> None:
@@ -100,14 +95,43 @@ class Factory:
     # --- observed state -----------------------------------------------------------------------
 
     def adopt_running_pilots(self) -> None:
-        """After a restart: pilots the drivers still run are ours, pending until heard from."""
+        """After a restart: pilots the drivers still run are ours again.
+
+        Their state comes from replaying the event log since the oldest was
+        launched; assuming "pending" instead would let a shrinking request
+        cancel a pilot that is running jobs.
+        """
+        adopted = {}
         for entry, driver in self.drivers.items():
             for inst in driver.instances(entry):
                 if inst.state == "running" and inst.pilot_id not in self.pilots:
-                    self.pilots[inst.pilot_id] = PilotRecord(
+                    adopted[inst.pilot_id] = PilotRecord(
                         inst.pilot_id, entry, inst.group, "pending", inst.launched_at, time.time())
-        if self.pilots:
-            log.info("event=pilots_adopted count=%d", len(self.pilots))
+        if not adopted:
+            return
+        self.pilots.update(adopted)
+        since = min(record.launched_at for record in adopted.values()) - 1.0
+        replayed = 0
+        for env in self.bus.history(since=since, idle_timeout=0.5):
+            handler = self._pilot_handlers().get(env.type)
+            if handler is None:
+                continue
+            msg = decode_or_none(env)
+            if msg is not None and msg.pilot_id in adopted:
+                handler(msg, None)
+                replayed += 1
+        states = {}
+        for pilot_id in adopted:
+            if pilot_id in self.pilots:
+                state = self.pilots[pilot_id].state
+                states[state] = states.get(state, 0) + 1
+        log.info("event=pilots_adopted count=%d events_replayed=%d states=%s", len(adopted),
+                 replayed, states)
+
+    def _pilot_handlers(self) -> dict:
+        return {"pilot.launched": self.on_launched, "pilot.registered": self.on_registered,
+                "slot.advertised": self.on_slot, "pilot.retiring": self.on_retiring,
+                "pilot.exited": self.on_gone, "pilot.lost": self.on_gone}
 
     def _set_state(self, pilot_id: str, state: str, entry: str = "", client: str = "") -> None:
         now = time.time()

@@ -117,3 +117,11 @@ def decode(env: Envelope) -> Any:
         return schemas.from_plain(env.type, version, fields)
     except (SchemaError, TypeError) as exc:
         raise Undecodable(str(exc)) from None
+
+
+def decode_or_none(env: Envelope) -> Any:
+    """The message, or None when it cannot be decoded (for readers of the event log)."""
+    try:
+        return decode(env)
+    except Undecodable:
+        return None

@@ -105,3 +105,27 @@ def test_every_command_says_in_one_line_when_the_broker_is_unreachable(pool):
         assert proc.returncode == 3, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "127.0.0.1:1" in lines[0], (args, proc.stderr)
+
+
+def _keys_since(pool, since: float, prefix: str) -> list[dict]:
+    events = [json.loads(line) for line in
+              pool.ok("events", "--json", "--since", str(since)).splitlines()]
+    return [e for e in events if e["key"].startswith(prefix)]
+
+
+def test_a_restarted_factory_adopts_its_pilots_and_launches_nothing_twice(pool):
+    import time
+
+    since = int(time.time())
+    done = pool.submit("long.sub", 'executable = /bin/sleep\narguments = 6\nqueue 3\n')
+    cluster = str(done["cluster"])
+    pool.wait_for(lambda: all(j["state"] == "running" for j in pool.json("q", cluster)),
+                  what="three running jobs")
+    launched_before = len(_keys_since(pool, since, "pilot.launched."))
+    os.kill(pool.pid("factory"), signal.SIGKILL)
+    assert "factory" in pool.ok("up", "-d")
+    pool.ok("wait", cluster, "--timeout", "120")
+    assert len(_keys_since(pool, since, "pilot.launched.")) == launched_before
+    assert _keys_since(pool, since, "pilot.lost.") == []
+    log = (pool.root / "state" / "logs" / "factory.log").read_text()
+    assert "event=pilots_adopted" in log

@@ -146,14 +146,19 @@ def down() -> None:
     click.echo("stopped")
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
 @click.argument("name")
 @click.pass_context
 def service(ctx: click.Context, name: str) -> None:
-    """Run one service in the foreground (what compose uses)."""
+    """Run one service in the foreground (what compose uses): burst service NAME [--help]."""
     import importlib
 
     known = stack.SERVICES + ("glidein",)
+    if name in ("-h", "--help"):
+        click.echo(ctx.get_help())
+        click.echo(f"\nservices: {', '.join(known)}")
+        return
     if name not in known:
         raise Failure(f"unknown service {name!r}; one of {', '.join(known)}", EXIT_USAGE)
     module = importlib.import_module(f"services.{name}.__main__")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from services.runtime import service
@@ -11,6 +12,11 @@ from .handlers import Negotiator
 
 
 def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="burst service negotiator",
+        description="Matchmaking for the pool of BURST_NAMESPACE; configured by BURST_CONFIG "
+                    "[services] negotiator_interval_s and negotiator_half_life_s.",
+    ).parse_args(argv)
     settings = Settings.from_env()
     pool = service.pool_config(settings)
     return service.run("negotiator", lambda s, bus: Negotiator(pool, bus), settings=settings)

@@ -274,19 +274,24 @@ class Factory:
 
     # --- what the frontend sees ---------------------------------------------------------------
 
-    def pilot_counts(self, entry: str) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    def pilot_counts(self, entry: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Pilots of an entry by state, in all and per client (frontend.group)."""
+        total: dict[str, int] = {}
+        clients: dict[str, dict[str, int]] = {}
         for record in self.pilots.values():
             if record.entry == entry:
-                counts[record.state] = counts.get(record.state, 0) + 1
-        return counts
+                total[record.state] = total.get(record.state, 0) + 1
+                mine = clients.setdefault(record.client, {})
+                mine[record.state] = mine.get(record.state, 0) + 1
+        return total, clients
 
     def advertise_entries(self) -> None:
         now = time.time()
         for entry in self.entries.values():
+            total, clients = self.pilot_counts(entry.name)
             self.bus.emit(EntryAdvertised(
                 entry=entry.name, site=entry.site, driver=entry.driver, provider=entry.provider,
                 factory=self.name, ad=prototype_ad(entry, self.name), endpoint=entry.endpoint,
                 trust_domain=entry.trust_domain, cpus=entry.cpus, memory_mb=entry.memory_mb,
-                disk_mb=entry.disk_mb, pilots=self.pilot_counts(entry.name),
+                disk_mb=entry.disk_mb, pilots=total, clients=clients,
                 max_pilots=entry.limits.max_pilots, time=now))

@@ -92,7 +92,8 @@ class Frontend:
     def _plan(self, policy: logic.GroupPolicy, demand: dict[str, list[AutoCluster]],
               entries: list[EntryAdvertised], infos: list[logic.EntryInfo], now: float) -> None:
         client = f"{self.name}.{policy.name}"
-        pilots = {e.entry: logic.PilotCounts.from_states(e.clients.get(client, e.pilots)
+        # A factory that predates per-client counts only sends totals: use them then.
+        pilots = {e.entry: logic.PilotCounts.from_states(e.clients.get(client, {})
                                                          if e.clients else e.pilots)
                   for e in entries}
         plan = logic.plan_group(policy, demand, infos, pilots, self.previous.get(policy.name),

@@ -14,7 +14,7 @@ EXIT_BAD_CONTEXT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.glidein")
+    parser = argparse.ArgumentParser(prog="burst service glidein")
     parser.add_argument("--context", metavar="FILE", default=None,
                         help="JSON context file (keys as BURST_* variables, lower case, "
                              "without BURST_); overrides the environment")

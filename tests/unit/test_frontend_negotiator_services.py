@@ -1,0 +1,107 @@
+"""Frontend and negotiator services on the in-memory bus."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
+from schemas.provisioning import EntryAdvertised, GlideinRequest
+from schemas.slot import MatchOffer, SlotAdvertised
+from services.factory.prototype import prototype_ad
+from services.frontend.handlers import Frontend
+from services.negotiator.handlers import Negotiator
+from services.runtime.bus import Subscription, connect
+from services.runtime.config import EntryConfig, GroupConfig, PoolConfig
+from tests.contract.test_bus_contract import Inbox
+
+ENTRY = EntryConfig(name="e1", site="SiteA", cpus=4, memory_mb=4096)
+POOL = PoolConfig(path=None, entries=(ENTRY,), groups=(GroupConfig("main",
+                                                                   credentials={"local": "x"}),))
+JOB = ('[RequestCpus = 1; RequestMemory = 512; RequestDisk = 1024; Owner = "alice"; '
+       'Requirements = TARGET.Cpus >= MY.RequestCpus && TARGET.Memory >= MY.RequestMemory]')
+HUGE = JOB.replace("RequestMemory = 512", "RequestMemory = 999999")
+
+
+def snapshot(*acs: AutoCluster, seq: int = 1) -> DemandSnapshot:
+    return DemandSnapshot(schedd="s1", seq=seq, autoclusters=list(acs), time=time.time())
+
+
+@pytest.fixture
+def wired(settings):
+    made = []
+
+    def make(service_cls, *outputs):
+        bus = connect(settings, "svc", memory=True)
+        service = service_cls(bus)
+        inbox = Inbox()
+        for sub in service.subscriptions():
+            bus.subscribe(sub)
+        commands = {name: (lambda m, c: inbox.add(m)) for name in outputs if name != "analysis"}
+        bus.subscribe(Subscription("out", commands=commands, target="e1" if
+                                   "glidein.request" in outputs else "s1"))
+        bus.subscribe(Subscription("ev", events={"match.analysis": lambda m, c: inbox.add(m)}))
+        bus.start()
+        made.append(bus)
+        return bus, service, inbox
+
+    yield make
+    for bus in made:
+        bus.stop()
+
+
+def test_frontend_requests_pilots_for_idle_demand_and_explains_what_cannot_run(wired):
+    bus, frontend, inbox = wired(lambda b: Frontend("fe", POOL, b), "glidein.request")
+    bus.emit(EntryAdvertised(entry="e1", site="SiteA", driver="local", provider="local",
+                             factory="f", ad=prototype_ad(ENTRY, "f"), trust_domain="local",
+                             cpus=4, memory_mb=4096))
+    bus.emit(snapshot(AutoCluster("ac1", "alice", JOB, idle=8),
+                      AutoCluster("ac2", "alice", HUGE, idle=1)))
+    bus.wait_idle()
+    frontend.cycle()
+    bus.wait_idle()
+    requests = [m for m in inbox.items if isinstance(m, GlideinRequest)]
+    assert requests and requests[-1].entry == "e1" and requests[-1].idle_target == 2
+    (analysis,) = [m for m in inbox.items if isinstance(m, MatchAnalysis)]
+    assert set(analysis.reasons) == {"ac2"} and "999999 MiB" in analysis.reasons["ac2"]
+
+
+def slot_ad(pilot_id: str, free_cpus: int, state: str = "idle", seq: int = 1,
+            lease_s: float = 60.0) -> SlotAdvertised:
+    ad = (f'[Name = "slot1@{pilot_id}"; Cpus = 4; Memory = 4096; Disk = 4194304; '
+          f'GLIDEIN_Site = "SiteA"; Requirements = TARGET.RequestCpus <= MY.Cpus]')
+    return SlotAdvertised(pilot_id=pilot_id, ad=ad, state=state, free_cpus=free_cpus,
+                          free_memory_mb=4096, free_disk_mb=4096, entry="e1", site="SiteA",
+                          seq=seq, lease_s=lease_s)
+
+
+def offers(inbox: Inbox) -> list[MatchOffer]:
+    return [m for m in inbox.items if isinstance(m, MatchOffer)]
+
+
+def test_negotiator_offers_claims_and_does_not_promise_the_same_cores_twice(wired):
+    bus, negotiator, inbox = wired(lambda b: Negotiator(POOL, b), "match.offer")
+    bus.emit(slot_ad("p1", free_cpus=4))
+    bus.emit(snapshot(AutoCluster("ac1", "alice", JOB, idle=6)))
+    bus.wait_idle()
+    negotiator.negotiate()
+    bus.wait_idle()
+    (offer,) = offers(inbox)
+    assert offer.autocluster == "ac1" and len(offer.claims) == 4
+    negotiator.negotiate()  # the pilot has not advertised the claims yet
+    bus.wait_idle()
+    assert len(offers(inbox)) == 1
+
+
+def test_negotiator_skips_retiring_and_stale_slots(wired):
+    bus, negotiator, inbox = wired(lambda b: Negotiator(POOL, b), "match.offer")
+    bus.emit(slot_ad("p1", free_cpus=4, state="retiring"))
+    bus.emit(slot_ad("p2", free_cpus=4, lease_s=0.0))
+    bus.emit(snapshot(AutoCluster("ac1", "alice", JOB, idle=2)))
+    bus.wait_idle()
+    negotiator.negotiate()
+    bus.wait_idle()
+    assert offers(inbox) == []
+    reasons = [m for m in inbox.items if isinstance(m, MatchAnalysis)][-1].reasons
+    assert "retiring" in reasons["ac1"]

@@ -58,8 +58,8 @@ def setup(settings, tmp_path):
         bus.subscribe(Subscription("watch", events={
             n: (lambda m, c: events.add(m)) for n in ("pilot.launched", "pilot.lost",
                                                      "pilot.exited", "entry.advertised")}))
-        bus.subscribe(Subscription("pilots", commands={"pilot.retire": lambda m, c: commands.add(m)},
-                                   target="any"))
+        bus.subscribe(Subscription("pilots", target="any",
+                                   commands={"pilot.retire": lambda m, c: commands.add(m)}))
         bus.start()
         for event in preload:
             bus.emit(event)

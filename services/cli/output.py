@@ -39,7 +39,7 @@ def print_jobs(jobs: list) -> None:
     for column in ("ID", "OWNER", "STATE", "EXIT", "WHERE"):
         table.add_column(column, no_wrap=True)
     table.add_column("CMD", no_wrap=True, max_width=28, overflow="ellipsis")
-    table.add_column("NOTE", overflow="fold", ratio=1)
+    table.add_column("NOTE", overflow="fold")
     for job in jobs:
         where = f"{job.site}/{job.entry}" if job.site else ""
         note = job.hold_reason or job.idle_reason

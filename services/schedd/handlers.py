@@ -25,7 +25,7 @@ from schemas.slot import ClaimActivate, JobKill, MatchOffer
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import logic, transfer
+from . import logic, transfer, userlog
 from .store import Store, Tx
 
 log = logging.getLogger("burst.schedd")
@@ -128,6 +128,8 @@ class Schedd:
                 "VALUES (?, ?, ?, 'idle', ?, ?, ?, ?, ?, ?)",
                 (msg.cluster, proc, msg.owner, str(ad), key.id, cpus, memory, disk, now))
             ids.append(logic.job_id(msg.cluster, proc))
+            userlog.append(_userlog_path(ad), userlog.event_text(
+                userlog.SUBMITTED, msg.cluster, proc, f"Job submitted from host: <{self.name}>"))
         tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
                    (now, msg.submit_file, msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
@@ -195,6 +197,7 @@ class Schedd:
                 return f"is {state}, not held"
             self._set(tx, row, state="idle", hold_reason="")
             tx.emit(J.JobReleased(schedd=self.name, job_id=jid, owner=row["owner"]))
+            self._log(row, userlog.RELEASED, "Job was released.", msg.reason)
             return ""
         if state in TERMINAL or (msg.action == "hold" and state == "held"):
             return f"is already {state}"
@@ -203,10 +206,9 @@ class Schedd:
             self._set(tx, row, state="removed", finished_at=time.time())
             tx.emit(J.JobRemoved(schedd=self.name, job_id=jid, owner=row["owner"],
                                  reason=msg.reason))
+            self._log(row, userlog.ABORTED, "Job was aborted.", msg.reason)
         else:
-            reason = msg.reason or "held by user"
-            self._set(tx, row, state="held", hold_reason=reason)
-            tx.emit(J.JobHeld(schedd=self.name, job_id=jid, owner=row["owner"], reason=reason))
+            self._hold(tx, row, msg.reason or "held by user")
         return ""
 
     def _kill_claim(self, tx: Tx, row: Any, reason: str) -> None:
@@ -262,6 +264,14 @@ class Schedd:
         self._set(tx, row, state="held", hold_reason=reason)
         tx.emit(J.JobHeld(schedd=self.name, job_id=logic.job_id(row["cluster"], row["proc"]),
                           owner=row["owner"], reason=reason))
+        self._log(row, userlog.HELD, "Job was held.", reason)
+
+    @staticmethod
+    def _log(row: Any, code: int, message: str, detail: str = "") -> None:
+        path = _userlog_path(classad2.ClassAd(row["ad"]))
+        if path:
+            userlog.append(path, userlog.event_text(code, row["cluster"], row["proc"], message,
+                                                    detail))
 
     def _requeue(self, tx: Tx, row: Any, reason: str) -> None:
         self._set(tx, row, state="idle", pilot_id=None, entry=None, site=None, provider=None)
@@ -285,6 +295,8 @@ class Schedd:
                       runs=row["runs"] + 1, **where)
             tx.emit(J.JobRunning(schedd=self.name, job_id=msg.job_id, owner=row["owner"],
                                  **where))
+            self._log(row, userlog.EXECUTING,
+                      f"Job executing on host: <{msg.pilot_id}> at site {where['site']}")
         elif msg.state == "rejected":
             self._requeue(tx, row, f"pilot {msg.pilot_id} rejected the claim: {msg.reason}")
         elif msg.state in ("exited", "held"):
@@ -308,6 +320,10 @@ class Schedd:
         tx.emit(J.JobCompleted(schedd=self.name, job_id=msg.job_id, owner=row["owner"],
                                exit_code=msg.exit_code, exit_signal=msg.exit_signal,
                                wall_seconds=msg.wall_seconds, outputs=outputs, **where))
+        how = (f"(1) Normal termination (return value {msg.exit_code})"
+               if msg.exit_signal is None else
+               f"(0) Abnormal termination (signal {msg.exit_signal})")
+        self._log(row, userlog.TERMINATED, "Job terminated.", how)
 
     def on_pilot_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
         def requeue(tx: Tx) -> None:
@@ -357,3 +373,8 @@ class Schedd:
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
                             running=int(r["running"] or 0), desired_sites=r["desired_sites"])
                 for r in rows]
+
+
+def _userlog_path(ad: classad2.ClassAd) -> str:
+    value = ad.get("UserLog")
+    return value if isinstance(value, str) else ""

@@ -218,3 +218,16 @@ def test_a_redelivered_message_republishes_instead_of_redoing(h, tmp_path):
     assert h.q()["1.0"].runs == 1
     running = [e for e in h.events.items if isinstance(e, J.JobRunning)]
     assert len(running) == 2  # the same event twice, not a second run
+
+
+def test_the_user_log_gets_htcondor_style_events(h, tmp_path):
+    log = tmp_path / "jobs.log"
+    h.submit([job_ad(tmp_path, UserLog=str(log))])
+    h.offer(h.demand().autoclusters[0].id)
+    h.pilot_inbox.wait_for(lambda items: len(items) == 1)
+    h.report("1.0", "c0", "running")
+    h.report("1.0", "c0", "exited", exit_code=2)
+    text = log.read_text()
+    codes = [line.split()[0] for line in text.splitlines() if line[:3].isdigit()]
+    assert codes == ["000", "001", "005"]
+    assert "(001.000.000)" in text and "Normal termination (return value 2)" in text

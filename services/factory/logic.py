@@ -39,9 +39,11 @@ took a job refuses), a pending one is cancelled at the driver.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from services.runtime.fairness import fair_share
 
 REMOVE_MODES = ("NO", "WAIT", "IDLE", "ALL")
 LIVE_STATES = ("pending", "idle", "busy", "retiring", "held")  # lost and exited are gone
@@ -92,21 +94,6 @@ def client_name(frontend: str, group: str) -> str:
     Put it in PilotLaunched.group so a restarted factory can tell pilots apart.
     """
     return f"{frontend}.{group}"
-
-
-def fair_share(wants: Mapping[str, int], budget: int) -> dict[str, int]:
-    """Split `budget` so nobody gets more than it wants and small wants are met
-    in full before big ones get more (max-min fairness, water filling).
-
-    The same rule as services.frontend.logic.fair_share; kept here so the two
-    services share no code but the schemas."""
-    shares = dict.fromkeys(wants, 0)
-    left = max(budget, 0)
-    open_keys = sorted((k for k, v in wants.items() if v > 0), key=lambda k: (wants[k], k))
-    for i, key in enumerate(open_keys):
-        shares[key] = min(wants[key], left // (len(open_keys) - i))
-        left -= shares[key]
-    return shares
 
 
 # ---------------------------------------------------------------------- pieces

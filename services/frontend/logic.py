@@ -56,6 +56,8 @@ import classad2
 
 from schemas.demand import AutoCluster
 from schemas.provisioning import EntryAdvertised, GlideinRequest
+from services.runtime.fairness import fair_share
+from services.runtime.fairness import fair_share
 
 # Float sums like 0.1 * 30 land a hair above the integer; don't round that up.
 _ROUNDING_SLACK = 1e-9
@@ -498,18 +500,6 @@ def _growth(
         new = max(ceiling - counts.waiting, 0)
         notes.append(f"ramp: at most {ceiling} waiting this cycle")
     return new, tuple(notes)
-
-
-def fair_share(wants: Mapping[str, int], budget: int) -> dict[str, int]:
-    """Split `budget` so nobody gets more than it wants and small wants are met
-    in full before big ones get more (max-min fairness, water filling)."""
-    shares = dict.fromkeys(wants, 0)
-    left = max(budget, 0)
-    open_keys = sorted((k for k, v in wants.items() if v > 0), key=lambda k: (wants[k], k))
-    for i, key in enumerate(open_keys):
-        shares[key] = min(wants[key], left // (len(open_keys) - i))
-        left -= shares[key]
-    return shares
 
 
 def _share_group_totals(

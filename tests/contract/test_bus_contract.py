@@ -20,42 +20,9 @@ from services.runtime import tracing
 from services.runtime.ackpolicy import PermanentError, RetryPolicy, TransientError
 from services.runtime.bus import RemoteError, Subscription, connect
 from services.runtime.codec import VERSION_HEADER
+from tests.helpers import Inbox, wait_until
 
 FAST_RETRY = RetryPolicy(max_retries=2, first_delay_s=0.05, max_delay_s=0.1)
-
-
-class Inbox:
-    """Collects what handlers saw; wait_for() blocks until a predicate holds."""
-
-    def __init__(self):
-        self.items: list = []
-        self._cond = threading.Condition()
-
-    def add(self, item) -> None:
-        with self._cond:
-            self.items.append(item)
-            self._cond.notify_all()
-
-    def wait_for(self, predicate, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.items):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out; saw {self.items!r}")
-                self._cond.wait(remaining)
-        return self.items
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(params=["memory", "rabbit"])

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from services.runtime.config import Settings
 from services.runtime.rabbit import broker_answers
+from tests.helpers import wait_until
 
 E2E_CONFIG = """
 [services]
@@ -100,15 +100,9 @@ class Pool:
         (job,) = self.json("q", job_id)
         return job
 
-    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.3)
+    @staticmethod
+    def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+        return wait_until(predicate, timeout, what, poll_s=0.3)
 
     def pid(self, service: str) -> int:
         return int((self.root / "state" / "run" / f"{service}.pid").read_text())

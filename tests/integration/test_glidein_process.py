@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -18,30 +16,10 @@ from schemas.slot import ClaimActivate, SlotAdvertised
 from services.runtime.bus import Subscription, connect
 from services.runtime.rabbit import delete_namespace
 from services.runtime.service import pid_file
+from tests.helpers import Inbox
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
-
-
-class Inbox:
-    def __init__(self):
-        self.items: list = []
-        self._cond = threading.Condition()
-
-    def add(self, item) -> None:
-        with self._cond:
-            self.items.append(item)
-            self._cond.notify_all()
-
-    def wait_for(self, predicate, timeout: float = 20.0, what: str = "messages") -> list:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not (found := [item for item in self.items if predicate(item)]):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; saw {self.items!r}")
-                self._cond.wait(remaining)
-        return found
 
 
 def test_pilot_process_runs_a_job_and_retires_when_idle(rabbit_settings, tmp_path):
@@ -65,9 +43,9 @@ def test_pilot_process_runs_a_job_and_retires_when_idle(rabbit_settings, tmp_pat
         proc = subprocess.Popen([sys.executable, "-m", "services.glidein"], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        registered = events.wait_for(lambda e: isinstance(e, PilotRegistered), what="register")
+        registered = events.wait_for_item(lambda e: isinstance(e, PilotRegistered), what="register")
         assert registered[0].pid == proc.pid and registered[0].context_source == "env"
-        events.wait_for(lambda e: isinstance(e, SlotAdvertised) and e.state == "idle",
+        events.wait_for_item(lambda e: isinstance(e, SlotAdvertised) and e.state == "idle",
                         what="an idle slot ad")
         assert pid_file(settings, f"pilot-{pilot_id}").read_text().strip() == str(proc.pid)
 
@@ -75,15 +53,15 @@ def test_pilot_process_runs_a_job_and_retires_when_idle(rabbit_settings, tmp_pat
             claim_id="claim-1", pilot_id=pilot_id, schedd="test", job_id="1.0", job_ad="[]",
             executable="/bin/echo", arguments=["hello"], environment={}, files={}, cpus=1,
             memory_mb=64, disk_mb=10), to=pilot_id)
-        running = reports.wait_for(lambda r: isinstance(r, JobReport) and r.state == "running",
+        running = reports.wait_for_item(lambda r: isinstance(r, JobReport) and r.state == "running",
                                    what="the running report")[0]
         assert (running.site, running.entry, running.provider) == ("TestSite", "local_test",
                                                                    "local")
-        done = reports.wait_for(lambda r: isinstance(r, JobReport) and r.state == "exited",
+        done = reports.wait_for_item(lambda r: isinstance(r, JobReport) and r.state == "exited",
                                 what="the exited report")[0]
         assert (done.exit_code, done.stdout, done.claim_id) == (0, b"hello\n", "claim-1")
 
-        exited = events.wait_for(lambda e: isinstance(e, PilotExited), what="pilot.exited")[0]
+        exited = events.wait_for_item(lambda e: isinstance(e, PilotExited), what="pilot.exited")[0]
         assert exited.reason == "idle for 1 s" and exited.jobs_run == 1
         assert any(isinstance(e, PilotRetiring) for e in events.items)
         assert proc.wait(timeout=20) == 0
@@ -116,14 +94,14 @@ def test_sigterm_kills_the_running_job_and_says_terminated(rabbit_settings, tmp_
         proc = subprocess.Popen([sys.executable, "-m", "services.glidein"], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        events.wait_for(lambda e: isinstance(e, PilotRegistered), what="register")
+        events.wait_for_item(lambda e: isinstance(e, PilotRegistered), what="register")
         bus.send(ClaimActivate(
             claim_id="claim-1", pilot_id=pilot_id, schedd="test", job_id="1.0", job_ad="[]",
             executable="/bin/sleep", arguments=["60"], environment={}, files={}, cpus=1,
             memory_mb=64, disk_mb=10), to=pilot_id)
-        reports.wait_for(lambda r: r.state == "running", what="the running report")
+        reports.wait_for_item(lambda r: r.state == "running", what="the running report")
         proc.terminate()
-        exited = events.wait_for(lambda e: isinstance(e, PilotExited), what="pilot.exited")[0]
+        exited = events.wait_for_item(lambda e: isinstance(e, PilotExited), what="pilot.exited")[0]
         assert exited.reason == "terminated" and exited.jobs_run == 1
         assert proc.wait(timeout=20) == 0
         assert [r.state for r in reports.items] == ["running"]

@@ -7,7 +7,7 @@ import pytest
 from schemas.job import JobAction
 from services.runtime.bus import QueueInUse, Subscription, connect
 from services.runtime.rabbit import delete_namespace
-from tests.contract.test_bus_contract import Inbox
+from tests.helpers import Inbox
 
 
 def test_a_second_consumer_of_an_exclusive_queue_refuses_to_start(rabbit_settings):

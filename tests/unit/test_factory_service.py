@@ -13,7 +13,7 @@ from services.factory.drivers import Instance, LaunchSpec
 from services.factory.handlers import Factory
 from services.runtime.bus import Subscription, connect
 from services.runtime.config import EntryConfig, EntryLimits, GroupConfig, PoolConfig
-from tests.contract.test_bus_contract import Inbox
+from tests.helpers import Inbox
 
 
 class ListDriver:

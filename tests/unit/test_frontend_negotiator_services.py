@@ -14,7 +14,7 @@ from services.frontend.handlers import Frontend
 from services.negotiator.handlers import Negotiator
 from services.runtime.bus import Subscription, connect
 from services.runtime.config import EntryConfig, GroupConfig, PoolConfig
-from tests.contract.test_bus_contract import Inbox
+from tests.helpers import Inbox
 
 ENTRY = EntryConfig(name="e1", site="SiteA", cpus=4, memory_mb=4096)
 POOL = PoolConfig(path=None, entries=(ENTRY,), groups=(GroupConfig("main",

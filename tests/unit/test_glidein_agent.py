@@ -21,35 +21,10 @@ from services.glidein.agent import AgentConfig, Glidein
 from services.glidein.context import PilotContext
 from services.runtime.bus import Subscription, connect
 from tests.conftest import fresh_settings
+from tests.helpers import Inbox, wait_until
 
 FAST = AgentConfig(poll_interval_s=0.05, lease_s=3.0, kill_grace_s=0.5)
 WAIT_FOR_GO = b"#!/bin/sh\nwhile [ ! -e go ]; do sleep 0.02; done\necho done\n"
-
-
-class Inbox:
-    """What the pilot published; wait_for() blocks until a predicate holds."""
-
-    def __init__(self):
-        self.items: list = []
-        self._cond = threading.Condition()
-
-    def add(self, item) -> None:
-        with self._cond:
-            self.items.append(item)
-            self._cond.notify_all()
-
-    def of(self, kind) -> list:
-        with self._cond:
-            return [item for item in self.items if isinstance(item, kind)]
-
-    def wait_for(self, predicate, timeout: float = 15.0, what: str = "messages"):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {what}; saw {self.items!r}")
-                self._cond.wait(remaining)
 
 
 class Pilot:
@@ -226,14 +201,6 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_an_idle_pilot_retires_and_stops_itself(pilot):

@@ -12,7 +12,7 @@ from schemas.slot import Claim, ClaimActivate, JobKill, MatchOffer
 from services.runtime.bus import RemoteError, Subscription, connect
 from services.schedd.handlers import Schedd
 from services.schedd.store import Store
-from tests.contract.test_bus_contract import Inbox
+from tests.helpers import Inbox
 
 
 def job_ad(tmp_path, cmd: str = "/bin/echo", memory: int = 128, **extra) -> str:

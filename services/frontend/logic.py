@@ -57,7 +57,6 @@ import classad2
 from schemas.demand import AutoCluster
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from services.runtime.fairness import fair_share
-from services.runtime.fairness import fair_share
 
 # Float sums like 0.1 * 30 land a hair above the integer; don't round that up.
 _ROUNDING_SLACK = 1e-9

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 from .config import REPO_ROOT, Settings
 from .rabbit import broker_answers
@@ -24,7 +25,7 @@ def ensure(settings: Settings) -> str | None:
     """None when a broker answers (perhaps after starting one); else what to tell the user."""
     if broker_answers(settings):
         return None
-    starter = _starter()
+    starter = _starter() if _is_local(settings.amqp_url) else None
     if starter is None:
         return (f"no RabbitMQ broker answers at {settings.safe_url}; install one "
                 "(apt install rabbitmq-server), run `docker compose up -d rabbitmq`, "
@@ -39,6 +40,11 @@ def ensure(settings: Settings) -> str | None:
         time.sleep(1.0)
     return (f"started {' '.join(starter)} but no broker answered at {settings.safe_url} "
             f"within {START_TIMEOUT_S:g}s")
+
+
+def _is_local(url: str) -> bool:
+    """Only a broker on this machine can be started here."""
+    return (urlsplit(url).hostname or "localhost") in ("localhost", "127.0.0.1", "::1")
 
 
 def _starter() -> list[str] | None:

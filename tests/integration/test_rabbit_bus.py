@@ -45,3 +45,24 @@ def test_commands_sent_while_the_consumer_is_down_wait_in_its_queue(rabbit_setti
     finally:
         sender.stop()
         delete_namespace(rabbit_settings, ["later"])
+
+
+def test_a_consumer_reconnects_after_losing_its_connection(rabbit_settings):
+    inbox = Inbox()
+    sub = Subscription("phoenix", commands={"job.action": lambda m, c: inbox.add(m.ids)})
+    consumer = connect(rabbit_settings, "consumer")
+    consumer.subscribe(sub)
+    consumer.start()
+    sender = connect(rabbit_settings, "sender")
+    sender.start()
+    try:
+        sender.send(JobAction(action="hold", ids=["before"]))
+        inbox.wait_for(lambda box: len(box) == 1, what="the first message")
+        consumer.call_soon_threadsafe(lambda: consumer._conn.close())  # the link drops
+        sender.send(JobAction(action="hold", ids=["after"]))
+        assert inbox.wait_for(lambda box: len(box) == 2, timeout=20,
+                              what="a message after reconnecting") == [["before"], ["after"]]
+    finally:
+        consumer.stop()
+        sender.stop()
+        delete_namespace(rabbit_settings, ["phoenix"])

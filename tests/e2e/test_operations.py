@@ -129,3 +129,32 @@ def test_a_restarted_factory_adopts_its_pilots_and_launches_nothing_twice(pool):
     assert _keys_since(pool, since, "pilot.lost.") == []
     log = (pool.root / "state" / "logs" / "factory.log").read_text()
     assert "event=pilots_adopted" in log
+
+
+def test_events_follow_streams_new_events_as_they_happen(pool):
+    import subprocess
+    import sys
+    import threading
+
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "events", "--follow", "--json", "--since",
+         "1s"], cwd=pool.work, env=pool.env, stdout=subprocess.PIPE, text=True)
+    seen: list[dict] = []
+    done = threading.Event()
+
+    def read() -> None:
+        for line in follower.stdout:
+            seen.append(json.loads(line))
+            if seen[-1]["key"] == "job.completed.v1":
+                done.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        job = pool.submit("followed.sub", "executable = /bin/true\nqueue\n")["jobs"][0]
+        assert done.wait(90), f"no job.completed in {[e['key'] for e in seen]}"
+        assert any(e["key"] == "job.submitted.v1" and job in e["jobs"] for e in seen)
+    finally:
+        follower.terminate()
+        follower.wait(10)

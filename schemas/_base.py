@@ -84,7 +84,16 @@ def all_schemas() -> list[type]:
 
 
 def routing_key(cls_or_msg: Any) -> str:
-    return f"{cls_or_msg.NAME}.v{cls_or_msg.VERSION}"
+    cls = type(cls_or_msg)
+    key = _ROUTING_KEYS.get(cls)  # per message class; a class passed itself is not cached
+    if key is None:
+        key = f"{cls_or_msg.NAME}.v{cls_or_msg.VERSION}"
+        if cls in _REGISTRY.values():
+            _ROUTING_KEYS[cls] = key
+    return key
+
+
+_ROUTING_KEYS: dict[type, str] = {}
 
 
 def to_plain(msg: Any) -> dict:
@@ -100,6 +109,8 @@ def _plain(value: Any) -> Any:
     cls = type(value)
     if cls in _SCALARS:
         return value
+    if cls is dict:  # not a dataclass: no need to ask
+        return {k: _plain(v) for k, v in value.items()} if value else {}
     names = _FIELD_NAMES.get(cls)
     if names is None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -110,6 +121,15 @@ def _plain(value: Any) -> Any:
             return {k: _plain(v) for k, v in value.items()}
         else:
             return value
+    plain = getattr(value, "__dict__", None)
+    if plain is not None and len(plain) == len(names):
+        # A dataclass instance holds its fields, in field order (its __init__, or build(),
+        # set them so), and nothing else: copy that, then convert what is not a scalar.
+        plain = plain.copy()
+        for name, field_value in plain.items():
+            if type(field_value) not in _SCALARS:
+                plain[name] = _plain(field_value)
+        return plain
     return {name: _plain(getattr(value, name)) for name in names}
 
 
@@ -132,25 +152,58 @@ def build(cls: type, fields: Any) -> Any:
     if not isinstance(fields, dict):
         raise SchemaError(f"{plan.label}: body is {type(fields).__name__}, not a map")
     kwargs = {}
-    for name, hint, fast, required in plan.fields:
-        if name in fields:
-            value = fields[name]
+    direct = plan.direct
+    for name, hint, fast, exact, default in plan.fields:
+        value = fields.get(name, _ABSENT)
+        if type(value) is exact:  # the plain case of str, int, float, bool, bytes: as it is
+            kwargs[name] = value
+        elif value is not _ABSENT:
             try:
                 kwargs[name] = fast(value)
             except _Mismatch:  # not the plain case: check it the thorough way (or raise)
                 kwargs[name] = _convert(hint, value, f"{plan.label}: {name}")
-        elif required:
+        elif default is _REQUIRED:
             raise SchemaError(f"{plan.label}: missing field {name!r}")
+        elif direct:
+            kwargs[name] = default() if type(default) is _Factory else default
     # Unknown keys are tolerated: a newer producer may have added optional fields.
+    if direct:
+        # What the generated __init__ would do, without its object.__setattr__ per field.
+        msg = object.__new__(cls)
+        object.__setattr__(msg, "__dict__", kwargs)
+        return msg
     return cls(**kwargs)
+
+
+_ABSENT: Any = object()
+_REQUIRED: Any = object()
+
+
+class _Factory:
+    """A field's default_factory, told apart from a default value that is a callable."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]):
+        self.make = make
+
+    def __call__(self) -> Any:
+        return self.make()
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """What build() needs of a class, worked out once: per field (name, hint, fast, required)."""
+    """What build() needs of a class, worked out once.
+
+    Per field (name, hint, fast converter, exact type or None, default): the exact type is
+    the one a value of the plain case has (kept as it is); default is _REQUIRED, a value or
+    a _Factory. `direct`: the instance can be made by filling its __dict__ (no __post_init__,
+    no __slots__, every field an __init__ argument), in field order like __init__ does.
+    """
 
     label: str
-    fields: tuple[tuple[str, Any, Callable[[Any], Any], bool], ...]
+    fields: tuple[tuple[str, Any, Callable[[Any], Any], type | None, Any], ...]
+    direct: bool
 
 
 _PLANS: dict[type, _Plan] = {}
@@ -161,11 +214,22 @@ def _plan(cls: type) -> _Plan:
     hints = _hints(cls)
     fields = tuple(
         (f.name, hints[f.name], _fast_converter(hints[f.name]),
-         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+         hints[f.name] if hints[f.name] in _PRIMITIVES else None, _default(f))
         for f in dataclasses.fields(cls)
     )
-    plan = _PLANS[cls] = _Plan(label, fields)
+    direct = (not hasattr(cls, "__post_init__")
+              and not any("__slots__" in vars(k) for k in cls.__mro__)
+              and all(f.init for f in dataclasses.fields(cls)))
+    plan = _PLANS[cls] = _Plan(label, fields, direct)
     return plan
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return _Factory(f.default_factory)
+    return _REQUIRED
 
 
 class _Mismatch(Exception):

@@ -9,9 +9,11 @@ durable queue, persistent, with publisher confirms and consumer acks, between
 two processes. Raw pika is done the best way pika allows: SelectConnection,
 confirms pipelined in a window of WINDOW messages, prefetch PREFETCH, and one
 ack with multiple=True per read. The bus adds what a service gets: the schema
-envelope (type, version header, message id), tracing headers and a consumer
-span per message, metrics, and acks held back until whatever the handler
-published is confirmed.
+envelope (type, version header, message id, timestamp), the traceparent header
+and the handler run in the sender's trace (in a consumer span when spans are
+exported), metrics, and acks held back until whatever the handler published is
+confirmed. Its connection is the runtime's own (rabbit._Connection: coalesced
+writes, deliveries decoded by wire.py); raw pika keeps pika's.
 
 Both producers publish from their connection's I/O thread, as a service does
 from its handlers and timers, keeping at most WINDOW messages unconfirmed.
@@ -243,7 +245,8 @@ class _BusProducer:
         fut.add_done_callback(partial(self._on_confirmed, n))
 
     def _on_confirmed(self, n: int, fut: Any) -> None:
-        # Runs inside the bus's confirm handling: publish more on the next loop turn.
+        # Runs inside the bus's confirm handling, on its I/O thread: publish more on the next
+        # loop turn (a timer: no wake-up write, as a thread-safe callback would need).
         if fut.exception() is not None:
             self.error = f"bus: {fut.exception()}"
             self.finished.set()
@@ -253,7 +256,7 @@ class _BusProducer:
             self.confirmed_at = time.time()
             self.finished.set()
         elif self.rate is None:
-            self.bus.call_soon_threadsafe(self._fill)
+            self.bus.call_later(0, self._fill)
 
     def _fill(self) -> None:
         while self.sent < self.count and self.unconfirmed < WINDOW:

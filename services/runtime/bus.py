@@ -205,6 +205,7 @@ class Bus(abc.ABC):
         self.service = service
         self.names = Names(settings.namespace)
         self.subscriptions: list[Subscription] = []
+        self._handled_metrics: dict[tuple[str, str], metrics.HandledMetrics] = {}
         tracing.setup(service)
 
     # --- wiring -----------------------------------------------------------------------------
@@ -283,9 +284,8 @@ class Bus(abc.ABC):
     def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None: ...
 
     def _envelope(self, msg: Any, correlation_id: str | None, message_id: str | None) -> Envelope:
-        headers = tracing.inject({"x-burst-service": self.service})
         return codec.encode(msg, message_id=message_id, correlation_id=correlation_id,
-                            headers=headers)
+                            headers=tracing.current_headers())
 
     def _dispatch(self, sub: Subscription, queue: str, env: Envelope) -> tuple[ackpolicy.Outcome,
                                                                                Any]:
@@ -301,13 +301,15 @@ class Bus(abc.ABC):
         if handler is None:
             return self._dead(env, f"no handler for {msg.NAME} on {queue}")
         ctx = Context(self, env, queue)
-        attempt = ackpolicy.retry_count_of(env.headers)
-        with tracing.consuming(msg.NAME, env.headers, {"messaging.destination": queue,
-                                                       "messaging.message_id": env.message_id,
-                                                       "burst.attempt": attempt}) as span:
+        attributes = None
+        if tracing.recording():  # span attributes, only when a span will carry them
+            attributes = {"messaging.destination": queue, "messaging.message_id": env.message_id,
+                          "burst.attempt": ackpolicy.retry_count_of(env.headers)}
+        with tracing.consuming(msg.NAME, env.headers, attributes) as span:
             try:
                 reply = handler(msg, ctx)
             except Exception as exc:
+                attempt = ackpolicy.retry_count_of(env.headers)
                 outcome = ackpolicy.after_failure(exc, attempt, sub.retry)
                 span.record_exception(exc)
                 log.warning("event=handler_failed queue=%s schema=%s action=%s reason=%r",
@@ -318,9 +320,15 @@ class Bus(abc.ABC):
                 if outcome.action == "dead":
                     return self._dead(env, outcome.reason)
                 return outcome, None
-        metrics.HANDLED.labels(queue=queue, schema=msg.NAME).inc()
-        metrics.HANDLE_SECONDS.labels(schema=msg.NAME).observe(time.perf_counter() - started)
+        self._handled(queue, msg.NAME).observe(time.perf_counter() - started)
         return ackpolicy.ACK, reply
+
+    def _handled(self, queue: str, schema: str) -> metrics.HandledMetrics:
+        # Per bus: counted without a lock by the one thread that runs its handlers.
+        children = self._handled_metrics.get((queue, schema))
+        if children is None:
+            children = self._handled_metrics[queue, schema] = metrics.HandledMetrics(queue, schema)
+        return children
 
     @staticmethod
     def _dead(env: Envelope, reason: str) -> tuple[ackpolicy.Outcome, Any]:

@@ -11,7 +11,8 @@ dead-letters.
 
 from __future__ import annotations
 
-import os
+import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ class Undecodable(Exception):
     """A body that cannot become a message: wrong type, version or bytes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Envelope:
     type: str
     version: int
@@ -43,17 +44,37 @@ class Envelope:
     routing_key: str = ""
     reply_to: str | None = None
 
+    def __init__(self, type: str, version: int, body: bytes, message_id: str,
+                 correlation_id: str | None = None, timestamp: int = 0,
+                 headers: dict[str, Any] | None = None, content_type: str = CONTENT_TYPE,
+                 routing_key: str = "", reply_to: str | None = None):
+        # Two per message (published, handled): the generated __init__ of a frozen dataclass
+        # calls object.__setattr__ per field, twice the cost of filling __dict__.
+        fields = self.__dict__
+        fields["type"] = type
+        fields["version"] = version
+        fields["body"] = body
+        fields["message_id"] = message_id
+        fields["correlation_id"] = correlation_id
+        fields["timestamp"] = timestamp
+        fields["headers"] = {} if headers is None else headers
+        fields["content_type"] = content_type
+        fields["routing_key"] = routing_key
+        fields["reply_to"] = reply_to
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
 
 def new_message_id() -> str:
     """A random (version 4) UUID as 32 hex digits, like uuid.uuid4().hex.
 
-    Built from the bytes directly: uuid4() makes a UUID object per call, three
-    times the cost, and every published message needs an id.
+    Every published message needs one: from the process's random generator (seeded from
+    os.urandom, reseeded in a forked child), not a system call per id as uuid4() does.
+    Ids must be unique, not unpredictable.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return raw.hex()
+    return "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
 def derived_message_id(parent_id: str, index: int) -> str:
@@ -83,18 +104,30 @@ def encode(
     headers: dict[str, Any] | None = None,
     reply_to: str | None = None,
 ) -> Envelope:
-    body = msgpack.packb(schemas.to_plain(msg), use_bin_type=True)
+    version = msg.VERSION
     return Envelope(
         type=msg.NAME,
-        version=msg.VERSION,
-        body=body,
+        version=version,
+        body=_packer().pack(schemas.to_plain(msg)),
         message_id=message_id or new_message_id(),
         correlation_id=correlation_id,
         timestamp=int(time.time()),
-        headers={VERSION_HEADER: msg.VERSION, **(headers or {})},
+        headers={VERSION_HEADER: version, **headers} if headers else {VERSION_HEADER: version},
         routing_key=schemas.routing_key(msg),
         reply_to=reply_to,
     )
+
+
+_per_thread = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    # packb() builds a Packer per call; a Packer is not thread-safe: one per thread.
+    try:
+        return _per_thread.packer
+    except AttributeError:
+        _per_thread.packer = msgpack.Packer(use_bin_type=True)
+        return _per_thread.packer
 
 
 def decode(env: Envelope) -> Any:
@@ -103,12 +136,8 @@ def decode(env: Envelope) -> Any:
     if env.content_type != CONTENT_TYPE:
         raise Undecodable(f"content type {env.content_type!r} is not {CONTENT_TYPE}")
     version = env.headers.get(VERSION_HEADER)
-    if isinstance(version, bytes):
-        version = version.decode(errors="replace")
-    if isinstance(version, str) and version.isdigit():
-        version = int(version)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise Undecodable(f"{env.type}: header {VERSION_HEADER} missing or not an integer")
+    if type(version) is not int:
+        version = _version_number(env.type, version)
     try:
         fields = msgpack.unpackb(env.body, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -117,6 +146,16 @@ def decode(env: Envelope) -> Any:
         return schemas.from_plain(env.type, version, fields)
     except (SchemaError, TypeError) as exc:
         raise Undecodable(str(exc)) from None
+
+
+def _version_number(schema: str, version: Any) -> int:
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Undecodable(f"{schema}: header {VERSION_HEADER} missing or not an integer")
+    return version
 
 
 def decode_or_none(env: Envelope) -> Any:

@@ -429,7 +429,7 @@ class _Pair:
 
 
 def run(settings: Settings, *, msgs: int = 50_000, paced_rate: float = 5_000.0,
-        paced_seconds: float = 5.0, rounds: int = 3, warmup: int = WARMUP_MSGS) -> dict:
+        paced_seconds: float = 5.0, rounds: int = 5, warmup: int = WARMUP_MSGS) -> dict:
     """Measure both kinds in a namespace of their own, removed at the end."""
     settings = dataclasses.replace(settings, namespace=f"bench{uuid.uuid4().hex[:10]}")
     load_1m = os.getloadavg()[0]

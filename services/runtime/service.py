@@ -9,6 +9,7 @@ can wait for it; it is removed on a clean stop.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .bus import BrokerUnavailable, Bus, QueueInUse, Subscription, connect
-from .config import Settings, load_pool_config
+from .config import PoolConfig, Settings, load_pool_config
 
 
 class Service(Protocol):
@@ -88,3 +89,23 @@ def run(name: str, build: Callable[[Settings, Bus], Service], *,
 
 def pool_config(settings: Settings):
     return load_pool_config(settings.config_path)
+
+
+def run_named(kind: str, argv: list[str] | None,
+              build: Callable[[str, Settings, PoolConfig, Bus], Service]) -> int:
+    """`burst service KIND [--name NAME]` for services that can run as several instances.
+
+    The instance with the configured name is KIND (pid file run/KIND.pid, what
+    `burst up` manages); others are KIND-NAME.
+    """
+    parser = argparse.ArgumentParser(prog=f"burst service {kind}")
+    parser.add_argument("--name", default=None,
+                        help=f"{kind} name (default: [services] {kind}_name of BURST_CONFIG)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    pool = pool_config(settings)
+    default = getattr(pool.services, f"{kind}_name")
+    name = args.name or default
+    instance = kind if name == default else f"{kind}-{name}"
+    return run(kind, lambda s, bus: build(name, s, pool, bus), settings=settings,
+               instance=instance)

@@ -39,3 +39,11 @@ def rabbit_settings(settings) -> Settings:
         pytest.fail(f"no RabbitMQ broker answers at {settings.safe_url}: start one "
                     "(rabbitmq-server -detached) or set AMQP_URL", pytrace=False)
     return settings
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -22,8 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import classad2
-
 from schemas.demand import AutoCluster, DemandSnapshot
 from schemas.pilot import PilotExited, PilotLost, PilotRetiring
 from schemas.slot import Claim, NegotiationCompleted, SlotAdvertised
@@ -135,7 +133,7 @@ class Negotiator:
         demand = {schedd: snap.autoclusters for schedd, snap in self.demand.items()}
         if not any(ac.idle for acs in demand.values() for ac in acs):
             return
-        self.accountant.update(now, running_cpus_by_owner(demand))
+        self.accountant.update(now, running_cpus_by_owner(demand, self.table))
         slots = self.live_slots(now)
         self.cycle += 1
         started = time.perf_counter()
@@ -159,18 +157,13 @@ class Negotiator:
                 matches=result.match_count, priorities=dict(result.priorities)))
 
 
-def running_cpus_by_owner(demand: dict[str, list[AutoCluster]]) -> dict[str, float]:
+def running_cpus_by_owner(demand: dict[str, list[AutoCluster]],
+                          table: logic.AdTable) -> dict[str, float]:
+    """Cpus each owner's running jobs hold: running jobs × their request (parsed once)."""
     usage: dict[str, float] = {}
     for autoclusters in demand.values():
         for ac in autoclusters:
             if ac.running:
-                usage[ac.owner] = usage.get(ac.owner, 0.0) + ac.running * _cpus(ac.ad)
+                cpus = table.job(ac.ad, ac.owner).request.cpus
+                usage[ac.owner] = usage.get(ac.owner, 0.0) + ac.running * cpus
     return usage
-
-
-def _cpus(ad_text: str) -> int:
-    try:
-        value = classad2.ClassAd(ad_text).eval("RequestCpus")
-    except Exception:
-        return 1
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1

@@ -105,3 +105,14 @@ def test_negotiator_skips_retiring_and_stale_slots(wired):
     assert offers(inbox) == []
     reasons = [m for m in inbox.items if isinstance(m, MatchAnalysis)][-1].reasons
     assert "retiring" in reasons["ac1"]
+
+
+def test_usage_for_fair_share_counts_running_jobs_times_their_cpus():
+    from services.negotiator.handlers import running_cpus_by_owner
+    from services.negotiator.logic import AdTable
+
+    two_cpus = JOB.replace("RequestCpus = 1", "RequestCpus = 2")
+    demand = {"s1": [AutoCluster("a", "alice", two_cpus, idle=0, running=3),
+                     AutoCluster("b", "bob", JOB, idle=5, running=0)],
+              "s2": [AutoCluster("c", "alice", JOB, idle=0, running=1)]}
+    assert running_cpus_by_owner(demand, AdTable()) == {"alice": 7.0}

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 import schemas
 from services.runtime.codec import Envelope, decode_or_none
@@ -53,24 +55,45 @@ def print_jobs(jobs: list) -> None:
 
 
 class Progress:
-    """One line rewritten in place on a terminal; silent otherwise."""
+    """How `burst wait` shows its jobs' counts while it waits, on stderr.
 
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
+    On a terminal: one status line with a spinner, redrawn in place (rich), left
+    on screen when done. Otherwise (a log, a pipe, a test): a plain line each
+    time the counts change, and no control characters.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
         self.last = ""
+        self.status: Status | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()
 
     def show(self, jobs: list) -> None:
         counts = Counter(j.state for j in jobs)
         line = (f"{counts['completed']}/{len(jobs)} completed, {counts['running']} running, "
                 f"{counts['idle']} idle")
-        if self.tty and line != self.last:
-            sys.stderr.write("\r" + line.ljust(len(self.last)))
-            sys.stderr.flush()
+        if line == self.last:
+            return
         self.last = line
+        if not self.console.is_terminal:
+            self.console.print(Text(line))
+        elif self.status is None:
+            self.status = self.console.status(Text(line))
+            self.status.start()
+        else:
+            self.status.update(Text(line))
 
     def done(self) -> None:
-        if self.tty and self.last:
-            sys.stderr.write("\n")
+        """Stop redrawing (and show the cursor again); safe to call more than once."""
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+            self.console.print(Text(self.last))
 
 
 def print_status(result: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sys
 import time
@@ -159,8 +160,17 @@ def event_line(env: Envelope) -> str:
 
 
 def parse_since(text: str) -> float:
-    """Epoch seconds, an ISO 8601 time, or an age (30s, 10m, 2h, 1d) before now."""
-    text = text.strip()
+    """Epoch seconds, an ISO 8601 time, or an age (30s, 10m, 2h, 1d) before now, as the
+    start of the whole second it falls in.
+
+    AMQP timestamps are whole seconds (the second an event was published in), so an
+    event stamped 12:00:00 may have happened at 12:00:00.9, inside a window from
+    12:00:00.5: the window starts at the whole second rather than drop such events.
+    """
+    return float(math.floor(_since_seconds(text.strip())))
+
+
+def _since_seconds(text: str) -> float:
     match = _AGE.match(text)
     if match:
         number, unit = float(match.group(1)), match.group(2)

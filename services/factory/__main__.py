@@ -13,9 +13,7 @@ command = service.named_command(
     help="Launch the pilots the frontends ask for at the entries of BURST_CONFIG, and watch "
          "them until they leave. Several factories share the entries.")
 
-
-def main(argv: list[str] | None = None) -> int:
-    return service.command_main(command, "factory", argv)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ command = service.named_command(
     help="Turn the schedds' idle demand into pilot requests per frontend group and entry "
          "([[group]] tables of BURST_CONFIG).")
 
-
-def main(argv: list[str] | None = None) -> int:
-    return service.command_main(command, "frontend", argv)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

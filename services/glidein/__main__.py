@@ -15,7 +15,7 @@ from .context import ContextError, load
 EXIT_BAD_CONTEXT = 2
 
 
-@click.command(context_settings=service.HELP)
+@click.command("glidein", context_settings=service.HELP)
 @click.option("--context", metavar="FILE", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
               help="JSON context file (keys as BURST_* variables, lower case, without "
@@ -31,8 +31,7 @@ def command(context: Path | None) -> int:
                        settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return service.command_main(command, "glidein", argv)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

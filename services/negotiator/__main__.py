@@ -12,7 +12,7 @@ from services.runtime.config import Settings
 from .handlers import Negotiator
 
 
-@click.command(context_settings=service.HELP)
+@click.command("negotiator", context_settings=service.HELP)
 def command() -> int:
     """Matchmaking for the pool of BURST_NAMESPACE; configured by BURST_CONFIG [services]
     negotiator_interval_s and negotiator_half_life_s."""
@@ -21,8 +21,7 @@ def command() -> int:
     return service.run("negotiator", lambda s, bus: Negotiator(pool, bus), settings=settings)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return service.command_main(command, "negotiator", argv)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ alike through command_main().
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -97,11 +98,16 @@ def pool_config(settings: Settings):
 HELP = {"help_option_names": ["-h", "--help"]}
 
 
-def command_main(command: click.Command, kind: str, argv: list[str] | None = None) -> int:
-    """Run a service's click command as `burst service KIND`; return its exit code
-    (2 and the usage on a bad option, 0 after --help)."""
+def main_for(command: click.Command) -> Callable[[list[str] | None], int]:
+    """The `main(argv=None) -> exit code` of a service package (`__main__.py`)."""
+    return functools.partial(command_main, command)
+
+
+def command_main(command: click.Command, argv: list[str] | None = None) -> int:
+    """Run a service's click command, named after the service, as `burst service NAME`;
+    return its exit code (2 and the usage on a bad option, 0 after --help)."""
     try:
-        code = command.main(args=argv, prog_name=f"burst service {kind}",
+        code = command.main(args=argv, prog_name=f"burst service {command.name}",
                             standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
@@ -117,7 +123,7 @@ def named_command(kind: str, build: Callable[[str, Settings, PoolConfig, Bus], S
     `burst up` manages); others are KIND-NAME.
     """
 
-    @click.command(context_settings=HELP, help=help)
+    @click.command(kind, context_settings=HELP, help=help)
     @click.option("--name", default=None, metavar="NAME",
                   help=f"{kind} name (default: [services] {kind}_name of BURST_CONFIG)")
     def command(name: str | None) -> int:

@@ -19,9 +19,7 @@ command = service.named_command(
     help="Keep one job queue (BURST_STATE_DIR/schedd/NAME.db): submissions, job states, "
          "claims on pilots, output files.")
 
-
-def main(argv: list[str] | None = None) -> int:
-    return service.command_main(command, "schedd", argv)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

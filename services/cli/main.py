@@ -239,28 +239,33 @@ def wait(ids: tuple[str, ...], timeout: float | None, schedd: str | None) -> Non
     """Wait until the jobs complete: exit 0; 1 if one is held or removed; 2 on timeout."""
     s = settings()
     deadline = None if timeout is None else time.monotonic() + timeout
-    progress = output.Progress()
+    with output.Progress() as progress:  # stopped before any message below
+        jobs = _wait_for_end(s, ids, schedd, deadline, progress)
+    if jobs is None:
+        raise Failure(f"timed out after {timeout:g}s", EXIT_USAGE)
+    bad = [j for j in jobs if j.state in ("held", "removed")]
+    for j in bad:
+        reason = f": {j.hold_reason}" if j.hold_reason else ""
+        click.echo(f"job {j.id} is {j.state}{reason}", err=True)
+    if bad:
+        sys.exit(EXIT_FAILED)
+    click.echo(f"{len(jobs)} job(s) completed")
+
+
+def _wait_for_end(s: Settings, ids: tuple[str, ...], schedd: str | None,
+                  deadline: float | None, progress: output.Progress) -> list | None:
+    """The jobs once all completed or one is held or removed; None at the deadline."""
     while True:
         jobs = query(s, ids, schedd)
         missing = [i for i in ids if not any(j.id == i or j.id.startswith(f"{i}.") for j in jobs)]
         if missing:
-            progress.done()
             raise Failure(f"no such job: {', '.join(missing)}")
         progress.show(jobs)
-        bad = [j for j in jobs if j.state in ("held", "removed")]
-        if bad:
-            progress.done()
-            for j in bad:
-                reason = f": {j.hold_reason}" if j.hold_reason else ""
-                click.echo(f"job {j.id} is {j.state}{reason}", err=True)
-            sys.exit(EXIT_FAILED)
-        if all(j.state == "completed" for j in jobs):
-            progress.done()
-            click.echo(f"{len(jobs)} job(s) completed")
-            return
+        if any(j.state in ("held", "removed") for j in jobs) or \
+                all(j.state == "completed" for j in jobs):
+            return jobs
         if deadline is not None and time.monotonic() >= deadline:
-            progress.done()
-            raise Failure(f"timed out after {timeout:g}s", EXIT_USAGE)
+            return None
         time.sleep(0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic())))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sys
 import time
@@ -12,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 import schemas
 from services.runtime.codec import Envelope, decode_or_none
@@ -53,24 +56,45 @@ def print_jobs(jobs: list) -> None:
 
 
 class Progress:
-    """One line rewritten in place on a terminal; silent otherwise."""
+    """How `burst wait` shows its jobs' counts while it waits, on stderr.
 
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
+    On a terminal: one status line with a spinner, redrawn in place (rich), left
+    on screen when done. Otherwise (a log, a pipe, a test): a plain line each
+    time the counts change, and no control characters.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
         self.last = ""
+        self.status: Status | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()
 
     def show(self, jobs: list) -> None:
         counts = Counter(j.state for j in jobs)
         line = (f"{counts['completed']}/{len(jobs)} completed, {counts['running']} running, "
                 f"{counts['idle']} idle")
-        if self.tty and line != self.last:
-            sys.stderr.write("\r" + line.ljust(len(self.last)))
-            sys.stderr.flush()
+        if line == self.last:
+            return
         self.last = line
+        if not self.console.is_terminal:
+            self.console.print(Text(line))
+        elif self.status is None:
+            self.status = self.console.status(Text(line))
+            self.status.start()
+        else:
+            self.status.update(Text(line))
 
     def done(self) -> None:
-        if self.tty and self.last:
-            sys.stderr.write("\n")
+        """Stop redrawing (and show the cursor again); safe to call more than once."""
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+            self.console.print(Text(self.last))
 
 
 def print_status(result: dict[str, Any]) -> None:
@@ -136,8 +160,17 @@ def event_line(env: Envelope) -> str:
 
 
 def parse_since(text: str) -> float:
-    """Epoch seconds, an ISO 8601 time, or an age (30s, 10m, 2h, 1d) before now."""
-    text = text.strip()
+    """Epoch seconds, an ISO 8601 time, or an age (30s, 10m, 2h, 1d) before now, as the
+    start of the whole second it falls in.
+
+    AMQP timestamps are whole seconds (the second an event was published in), so an
+    event stamped 12:00:00 may have happened at 12:00:00.9, inside a window from
+    12:00:00.5: the window starts at the whole second rather than drop such events.
+    """
+    return float(math.floor(_since_seconds(text.strip())))
+
+
+def _since_seconds(text: str) -> float:
     match = _AGE.match(text)
     if match:
         number, unit = float(match.group(1)), match.group(2)

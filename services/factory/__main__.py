@@ -8,9 +8,12 @@ from services.runtime import service
 
 from .handlers import Factory
 
+command = service.named_command(
+    "factory", Factory,
+    help="Launch the pilots the frontends ask for at the entries of BURST_CONFIG, and watch "
+         "them until they leave. Several factories share the entries.")
 
-def main(argv: list[str] | None = None) -> int:
-    return service.run_named("factory", argv, Factory)
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ from services.runtime import service
 
 from .handlers import Frontend
 
+command = service.named_command(
+    "frontend", lambda name, _settings, pool, bus: Frontend(name, pool, bus),
+    help="Turn the schedds' idle demand into pilot requests per frontend group and entry "
+         "([[group]] tables of BURST_CONFIG).")
 
-def main(argv: list[str] | None = None) -> int:
-    return service.run_named("frontend", argv,
-                             lambda name, _settings, pool, bus: Frontend(name, pool, bus))
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+
+import click
 
 from services.runtime import service
 
@@ -13,19 +15,23 @@ from .context import ContextError, load
 EXIT_BAD_CONTEXT = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="burst service glidein")
-    parser.add_argument("--context", metavar="FILE", default=None,
-                        help="JSON context file (keys as BURST_* variables, lower case, "
-                             "without BURST_); overrides the environment")
-    args = parser.parse_args(argv)
+@click.command("glidein", context_settings=service.HELP)
+@click.option("--context", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON context file (keys as BURST_* variables, lower case, without "
+                   "BURST_); overrides the environment")
+def command(context: Path | None) -> int:
+    """One pilot: register, advertise a slot, run the jobs matched to it, retire when idle."""
     try:
-        ctx = load(args.context)
+        ctx = load(context)
     except ContextError as exc:
         print(f"burst glidein: bad pilot context: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
     return service.run("glidein", lambda _settings, bus: Glidein(ctx, bus),
                        settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}")
+
+
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from urllib.parse import urlsplit
+
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from .config import REPO_ROOT, Settings
 from .rabbit import broker_answers
@@ -33,13 +34,18 @@ def ensure(settings: Settings) -> str | None:
     print(f"burst: no broker at {settings.safe_url}; starting one: {' '.join(starter)}",
           file=sys.stderr)
     subprocess.run(starter, cwd=REPO_ROOT, check=False, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if broker_answers(settings):
-            return None
-        time.sleep(1.0)
+    if wait_for_broker(settings, START_TIMEOUT_S):
+        return None
     return (f"started {' '.join(starter)} but no broker answered at {settings.safe_url} "
             f"within {START_TIMEOUT_S:g}s")
+
+
+def wait_for_broker(settings: Settings, timeout_s: float, every_s: float = 1.0) -> bool:
+    """Connect again and again until a broker answers (a fresh node boots in ~10 s)."""
+    retrying = Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(every_s),
+                        retry=retry_if_result(lambda answered: not answered),
+                        retry_error_callback=lambda _state: False)
+    return retrying(broker_answers, settings)
 
 
 def _is_local(url: str) -> bool:

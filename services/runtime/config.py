@@ -1,7 +1,9 @@
 """Settings from the environment and the pool configuration from TOML.
 
-Both are frozen and built once per process. Errors name the file and the
-field, e.g. ``deploy/burst.toml: entry[2].cpus: expected a positive integer``.
+Both are frozen and built once per process. The TOML is converted and
+type-checked by msgspec (strict: a boolean is no number, a string no
+integer); errors name the file, the table and the key, e.g.
+``deploy/burst.toml: entry[2].cpus: expected int, got str``.
 
 Environment (DESIGN.md): AMQP_URL, BURST_NAMESPACE, BURST_CONFIG,
 BURST_STATE_DIR. The TOML layout is documented in deploy/burst.toml.
@@ -10,12 +12,15 @@ BURST_STATE_DIR. The TOML layout is documented in deploy/burst.toml.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,11 +70,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# Every number in the file is a count, a size or a duration: none may be negative.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Size = Annotated[int, msgspec.Meta(ge=1)]  # a slot of 0 cpus or 0 MB could never match
+
+
 @dataclass(frozen=True)
 class EntryLimits:
-    max_pilots: int = 10
-    max_launch_per_cycle: int = 5
-    pending_timeout_s: float = 300.0  # a pilot that has not registered by then is lost
+    max_pilots: Count = 10
+    max_launch_per_cycle: Count = 5
+    pending_timeout_s: Seconds = 300.0  # a pilot that has not registered by then is lost
 
 
 @dataclass(frozen=True)
@@ -83,26 +94,26 @@ class EntryConfig:
     image: str = ""
     instance_type: str = ""
     trust_domain: str = "local"
-    cpus: int = 1
-    memory_mb: int = 1024
-    disk_mb: int = 4096
-    idle_timeout_s: float = 1200.0  # GlideinWMS default: 20 minutes without a job
-    max_lifetime_s: float = 86400.0
+    cpus: Size = 1
+    memory_mb: Size = 1024
+    disk_mb: Size = 4096
+    idle_timeout_s: Seconds = 1200.0  # GlideinWMS default: 20 minutes without a job
+    max_lifetime_s: Seconds = 86400.0
     limits: EntryLimits = field(default_factory=EntryLimits)
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
 
 
 @dataclass(frozen=True)
 class GroupLimits:
-    max_idle_per_entry: int = 100
-    curb_idle_per_entry: int = 50
-    max_running_per_entry: int = 10000
-    max_held_per_entry: int = 50
-    total_max_idle: int = 1000
-    total_max_running: int = 10000
-    ramp_step: int = 20  # an idle target may always grow by this many per cycle ...
-    ramp_growth: float = 1.0  # ... or by this fraction of itself, if that is more
-    settle_cycles: int = 2  # cycles of surplus in a row before pilots are removed
+    max_idle_per_entry: Count = 100
+    curb_idle_per_entry: Count = 50
+    max_running_per_entry: Count = 10000
+    max_held_per_entry: Count = 50
+    total_max_idle: Count = 1000
+    total_max_running: Count = 10000
+    ramp_step: Count = 20  # an idle target may always grow by this many per cycle ...
+    ramp_growth: Seconds = 1.0  # ... or by this fraction of itself, if that is more
+    settle_cycles: Count = 2  # cycles of surplus in a row before pilots are removed
 
 
 @dataclass(frozen=True)
@@ -110,20 +121,20 @@ class GroupConfig:
     name: str
     match: str = "true"
     credentials: dict[str, str] = field(default_factory=dict)  # trust domain -> secret ref
-    idle_lifetime_s: float = 0.0
+    idle_lifetime_s: Seconds = 0.0
     limits: GroupLimits = field(default_factory=GroupLimits)
 
 
 @dataclass(frozen=True)
 class ServiceTimers:
     schedd_name: str = "schedd"
-    negotiator_interval_s: float = 20.0
-    negotiator_half_life_s: float = 86400.0
+    negotiator_interval_s: Seconds = 20.0
+    negotiator_half_life_s: Seconds = 86400.0
     frontend_name: str = "frontend"
-    frontend_interval_s: float = 15.0
+    frontend_interval_s: Seconds = 15.0
     factory_name: str = "factory"
-    factory_interval_s: float = 5.0
-    slot_lease_s: float = 60.0
+    factory_interval_s: Seconds = 5.0
+    slot_lease_s: Seconds = 60.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,15 @@ class PoolConfig:
         raise KeyError(name)
 
 
+@dataclass(frozen=True)
+class _PoolFile:
+    """The TOML file as written: [[entry]], [[group]] and [services] tables."""
+
+    entry: tuple[EntryConfig, ...] = ()
+    group: tuple[GroupConfig, ...] = ()
+    services: ServiceTimers = field(default_factory=ServiceTimers)
+
+
 def load_pool_config(path: Path | str) -> PoolConfig:
     path = Path(path)
     try:
@@ -149,88 +169,72 @@ def load_pool_config(path: Path | str) -> PoolConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = str(path)
-    unknown = set(raw) - {"entry", "group", "services"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown table(s) {sorted(unknown)}")
-    entries = tuple(
-        _entry(item, f"{where}: entry[{i}]") for i, item in enumerate(_tables(raw, "entry", where))
-    )
-    groups = tuple(
-        _build(GroupConfig, item, f"{where}: group[{i}]", nested={"limits": GroupLimits})
-        for i, item in enumerate(_tables(raw, "group", where))
-    )
-    _unique([e.name for e in entries], f"{where}: entry names")
-    _unique([g.name for g in groups], f"{where}: group names")
-    if not entries:
+    _refuse_unknown(_PoolFile, raw, where, "")
+    try:
+        pool = msgspec.convert(raw, _PoolFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, raw, where)) from None
+    for i, entry in enumerate(pool.entry):
+        _check_entry(entry, f"{where}: entry[{i}]")
+    _unique([e.name for e in pool.entry], f"{where}: entry names")
+    _unique([g.name for g in pool.group], f"{where}: group names")
+    if not pool.entry:
         raise ConfigError(f"{where}: no [[entry]] configured; the pool could never grow")
-    if not groups:
-        groups = (GroupConfig(name="main"),)
-    services = _build(ServiceTimers, raw.get("services", {}), f"{where}: services")
-    return PoolConfig(path=path, entries=entries, groups=groups, services=services)
+    return PoolConfig(path=path, entries=pool.entry,
+                      groups=pool.group or (GroupConfig(name="main"),), services=pool.services)
 
 
-def _tables(raw: dict, key: str, where: str) -> list[dict]:
-    items = raw.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ConfigError(f"{where}: {key} must be written as [[{key}]] tables")
-    return items
+def _refuse_unknown(cls: type, raw: Any, where: str, key: str) -> None:
+    """A misspelt key would otherwise be dropped in silence (msgspec ignores extra keys of
+    dataclasses); name it and the keys that are known. Wrong shapes are left to msgspec."""
+    if not isinstance(raw, dict):
+        return
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        place = f"{where}: {key}" if key else where
+        raise ConfigError(f"{place}: unknown field(s) {unknown}; known: {known}")
+    hints = get_type_hints(cls)
+    for name, value in raw.items():
+        inner = hints[name]
+        if is_dataclass(inner):
+            _refuse_unknown(inner, value, where, f"{key}.{name}".lstrip("."))
+        elif get_args(inner)[:1] and is_dataclass(get_args(inner)[0]) and isinstance(value, list):
+            for i, item in enumerate(value):  # tuple[EntryConfig, ...]: [[entry]] tables
+                _refuse_unknown(get_args(inner)[0], item, where, f"{name}[{i}]")
 
 
-def _entry(item: dict, where: str) -> EntryConfig:
-    entry = _build(EntryConfig, item, where, nested={"limits": EntryLimits})
+_AT = re.compile(r"^(?P<what>.*) - at `\$\.?(?P<key>.*)`$")
+_WORDS = {"`object`": "table", "`array`": "array of tables"}  # msgspec's names, TOML's words
+
+
+def _explain(exc: msgspec.ValidationError, raw: dict, where: str) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.entry[2].cpus`" in the file's terms."""
+    match = _AT.match(str(exc))
+    what, key = (match["what"], match["key"]) if match else (str(exc), "")
+    if " >= " in what:  # a bound: msgspec does not say what was written
+        what += f", got {_value_at(raw, key)!r}"
+    for word, toml in _WORDS.items():
+        what = what.replace(word, toml)
+    what = re.sub(r"Object missing required field `(.*)`", r"missing required field '\1'", what)
+    what = what.replace("`", "")
+    what = what[:1].lower() + what[1:]
+    return f"{where}: {key}: {what}" if key else f"{where}: {what}"
+
+
+def _value_at(raw: Any, key: str) -> Any:
+    for step in re.findall(r"\w+", key):  # entry[2].cpus -> entry, 2, cpus
+        raw = raw[int(step)] if isinstance(raw, list) else raw[step]
+    return raw
+
+
+def _check_entry(entry: EntryConfig, where: str) -> None:
     if entry.driver not in DRIVERS:
         raise ConfigError(f"{where}.driver: {entry.driver!r} is not one of {', '.join(DRIVERS)}")
     if entry.provider not in PROVIDERS:
         raise ConfigError(
             f"{where}.provider: {entry.provider!r} is not one of {', '.join(PROVIDERS)}"
         )
-    for name in ("cpus", "memory_mb", "disk_mb"):
-        if getattr(entry, name) < 1:
-            raise ConfigError(f"{where}.{name}: must be at least 1")
-    return entry
-
-
-def _build(cls: type, item: Any, where: str, nested: dict[str, type] | None = None) -> Any:
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(item) - set(known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in item.items():
-        sub = (nested or {}).get(name)
-        if sub is not None:
-            kwargs[name] = _build(sub, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _check(known[name].type, value, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        missing = [n for n, f in known.items() if n not in item and _required(f)]
-        raise ConfigError(f"{where}: missing field(s) {missing}") from exc
-
-
-def _required(f: Any) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool}
-
-
-def _check(type_name: Any, value: Any, where: str) -> Any:
-    expected = _TYPES.get(str(type_name))
-    if expected is None:  # dicts and such: accept TOML's own typing
-        return value
-    if isinstance(value, bool) and type_name != "bool":
-        raise ConfigError(f"{where}: expected {type_name}, got a boolean")
-    if not isinstance(value, expected):
-        raise ConfigError(f"{where}: expected {type_name}, got {value!r}")
-    if type_name in ("int", "float") and value < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    return float(value) if type_name == "float" else value
 
 
 def _unique(names: list[str], where: str) -> None:

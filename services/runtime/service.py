@@ -4,12 +4,14 @@
                                                                    SIGTERM/SIGINT ──▶ stop
 
 The pid file appears only once the service is consuming, so `burst up -d`
-can wait for it; it is removed on a clean stop.
+can wait for it; it is removed on a clean stop. Each service's command line
+is a click command, run by `burst service NAME` and `python -m services.NAME`
+alike through command_main().
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
 import os
 import signal
@@ -18,6 +20,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+import click
 
 from .bus import BrokerUnavailable, Bus, QueueInUse, Subscription, connect
 from .config import PoolConfig, Settings, load_pool_config
@@ -91,21 +95,44 @@ def pool_config(settings: Settings):
     return load_pool_config(settings.config_path)
 
 
-def run_named(kind: str, argv: list[str] | None,
-              build: Callable[[str, Settings, PoolConfig, Bus], Service]) -> int:
+HELP = {"help_option_names": ["-h", "--help"]}
+
+
+def main_for(command: click.Command) -> Callable[[list[str] | None], int]:
+    """The `main(argv=None) -> exit code` of a service package (`__main__.py`)."""
+    return functools.partial(command_main, command)
+
+
+def command_main(command: click.Command, argv: list[str] | None = None) -> int:
+    """Run a service's click command, named after the service, as `burst service NAME`;
+    return its exit code (2 and the usage on a bad option, 0 after --help)."""
+    try:
+        code = command.main(args=argv, prog_name=f"burst service {command.name}",
+                            standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return code or 0
+
+
+def named_command(kind: str, build: Callable[[str, Settings, PoolConfig, Bus], Service],
+                  help: str) -> click.Command:
     """`burst service KIND [--name NAME]` for services that can run as several instances.
 
     The instance with the configured name is KIND (pid file run/KIND.pid, what
     `burst up` manages); others are KIND-NAME.
     """
-    parser = argparse.ArgumentParser(prog=f"burst service {kind}")
-    parser.add_argument("--name", default=None,
-                        help=f"{kind} name (default: [services] {kind}_name of BURST_CONFIG)")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    pool = pool_config(settings)
-    default = getattr(pool.services, f"{kind}_name")
-    name = args.name or default
-    instance = kind if name == default else f"{kind}-{name}"
-    return run(kind, lambda s, bus: build(name, s, pool, bus), settings=settings,
-               instance=instance)
+
+    @click.command(kind, context_settings=HELP, help=help)
+    @click.option("--name", default=None, metavar="NAME",
+                  help=f"{kind} name (default: [services] {kind}_name of BURST_CONFIG)")
+    def command(name: str | None) -> int:
+        settings = Settings.from_env()
+        pool = pool_config(settings)
+        default = getattr(pool.services, f"{kind}_name")
+        name = name or default
+        instance = kind if name == default else f"{kind}-{name}"
+        return run(kind, lambda s, bus: build(name, s, pool, bus), settings=settings,
+                   instance=instance)
+
+    return command

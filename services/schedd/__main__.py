@@ -10,11 +10,16 @@ from .handlers import Schedd
 from .store import Store
 
 
-def main(argv: list[str] | None = None) -> int:
-    def build(name, settings, _pool, bus) -> Schedd:
-        return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus)
+def _build(name, settings, _pool, bus) -> Schedd:
+    return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus)
 
-    return service.run_named("schedd", argv, build)
+
+command = service.named_command(
+    "schedd", _build,
+    help="Keep one job queue (BURST_STATE_DIR/schedd/NAME.db): submissions, job states, "
+         "claims on pilots, output files.")
+
+main = service.main_for(command)
 
 
 if __name__ == "__main__":

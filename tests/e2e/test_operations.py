@@ -135,26 +135,32 @@ def test_events_follow_streams_new_events_as_they_happen(pool):
     import subprocess
     import sys
     import threading
+    import time
 
+    from tests.helpers import Inbox, wait_until
+
+    before = pool.submit("before.sub", "executable = /bin/true\nqueue\n")["jobs"][0]
+    pool.ok("wait", before, "--timeout", "90")
+    # AMQP timestamps are whole seconds: start the window at the next whole second, once
+    # it has passed, so every event of `before` lies outside it and every later one inside.
+    boundary = int(time.time()) + 1
+    wait_until(lambda: time.time() >= boundary, timeout=2, what="the next whole second")
     follower = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "events", "--follow", "--json", "--since",
-         "1s"], cwd=pool.work, env=pool.env, stdout=subprocess.PIPE, text=True)
-    seen: list[dict] = []
-    done = threading.Event()
+         str(boundary)], cwd=pool.work, env=pool.env, stdout=subprocess.PIPE, text=True)
+    seen = Inbox()
 
     def read() -> None:
         for line in follower.stdout:
-            seen.append(json.loads(line))
-            if seen[-1]["key"] == "job.completed.v1":
-                done.set()
-                return
+            seen.add(json.loads(line))
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    threading.Thread(target=read, daemon=True).start()
     try:
-        job = pool.submit("followed.sub", "executable = /bin/true\nqueue\n")["jobs"][0]
-        assert done.wait(90), f"no job.completed in {[e['key'] for e in seen]}"
-        assert any(e["key"] == "job.submitted.v1" and job in e["jobs"] for e in seen)
+        after = pool.submit("after.sub", "executable = /bin/true\nqueue\n")["jobs"][0]
+        seen.wait_for_item(lambda e: e["key"] == "job.completed.v1" and e.get("job_id") == after,
+                           timeout=90, what=f"job.completed of {after}")
+        assert any(e["key"] == "job.submitted.v1" and after in e["jobs"] for e in seen)
+        assert not [e for e in seen if e.get("job_id") == before or before in e.get("jobs", [])]
     finally:
         follower.terminate()
         follower.wait(10)

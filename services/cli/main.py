@@ -179,7 +179,7 @@ def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> 
     import os
 
     from schemas.job import ClusterNew, JobSubmit, ProcAd
-    from services.schedd.submitfile import SubmitError, parse_submit_file
+    from services.condor.submit import SubmitError, parse_submit_file
 
     s = settings()
     owner = owner or os.environ.get("BURST_OWNER") or getpass.getuser()

@@ -29,12 +29,14 @@ from dataclasses import asdict, dataclass, field
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetire, PilotRetiring
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.condor.macros import substitute_slot_macros
+from services.condor.pilot import PilotContext
+from services.condor.slot import Resources, slot_ad
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import policy
-from .context import PilotContext
-from .executor import ExecutorConfig, JobResult, JobRun, Substitute, substitute_slot_macros
-from .slot import PartitionableSlot, Resources, slot_ad
+from . import logic
+from .executor import ExecutorConfig, JobResult, JobRun, Substitute
+from .logic import PartitionableSlot
 
 log = logging.getLogger("burst.glidein")
 
@@ -240,7 +242,7 @@ class Glidein:
         self.reaping = [run for run in self.reaping if run.poll() is None]
         if self.retiring or self.terminating or self.exited.is_set():
             return
-        reason = policy.why_retire(
+        reason = logic.why_retire(
             now=self.clock(), started_at=self.started_at, idle_since=self.idle_since,
             busy=self.slot.busy, idle_timeout_s=self.ctx.idle_timeout_s,
             max_lifetime_s=self.ctx.max_lifetime_s)
@@ -252,7 +254,7 @@ class Glidein:
             log.warning("event=retire_for_other_pilot pilot=%s target=%s", self.ctx.pilot_id,
                         msg.pilot_id)
             return
-        if not policy.may_retire_on_request(only_if_idle=msg.only_if_idle, busy=self.slot.busy):
+        if not logic.may_retire_on_request(only_if_idle=msg.only_if_idle, busy=self.slot.busy):
             log.info("event=retire_refused pilot=%s reason=busy jobs=%d request=%r",
                      self.ctx.pilot_id, len(self.jobs), msg.reason)
             return

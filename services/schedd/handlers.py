@@ -25,7 +25,7 @@ from schemas.slot import ClaimActivate, JobKill, MatchOffer
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import logic, transfer, userlog
+from . import queue, transfer, userlog
 from .store import Store, Tx
 
 log = logging.getLogger("burst.schedd")
@@ -118,16 +118,16 @@ class Schedd:
         now = time.time()
         ids = []
         for proc, ad in ads:
-            key = logic.autocluster_of(ad, msg.owner)
+            key = queue.autocluster_of(ad, msg.owner)
             tx.execute("INSERT OR IGNORE INTO autoclusters (id, owner, ad, desired_sites) "
                        "VALUES (?, ?, ?, ?)", (key.id, msg.owner, key.ad, key.desired_sites))
-            cpus, memory, disk = logic.resource_requests(ad)
+            cpus, memory, disk = queue.resource_requests(ad)
             tx.execute(
                 "INSERT INTO jobs (cluster, proc, owner, state, ad, autocluster, request_cpus, "
                 "request_memory_mb, request_disk_mb, submitted_at) "
                 "VALUES (?, ?, ?, 'idle', ?, ?, ?, ?, ?, ?)",
                 (msg.cluster, proc, msg.owner, str(ad), key.id, cpus, memory, disk, now))
-            ids.append(logic.job_id(msg.cluster, proc))
+            ids.append(queue.job_id(msg.cluster, proc))
             userlog.append(_userlog_path(ad), userlog.event_text(
                 userlog.SUBMITTED, msg.cluster, proc, f"Job submitted from host: <{self.name}>"))
         tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
@@ -148,7 +148,7 @@ class Schedd:
         rows = self.store.read(f"SELECT * FROM jobs WHERE {where} ORDER BY cluster, proc",
                                tuple(args))
         return J.JobList(schedd=self.name,
-                         jobs=[logic.job_view(dict(r), self.reasons) for r in rows])
+                         jobs=[queue.job_view(dict(r), self.reasons) for r in rows])
 
     @staticmethod
     def _selector(ids: list[str]) -> tuple[str, list]:
@@ -157,7 +157,7 @@ class Schedd:
         clauses, args = [], []
         for text in ids:
             try:
-                cluster, proc = logic.parse_job_id(text)
+                cluster, proc = queue.parse_job_id(text)
             except ValueError as exc:
                 raise PermanentError(str(exc)) from None
             if proc is None:
@@ -177,12 +177,12 @@ class Schedd:
     def _act(self, tx: Tx, msg: J.JobAction, where: str, args: list) -> J.JobActionResult:
         rows = tx.all(f"SELECT * FROM jobs WHERE {where}", tuple(args))
         changed, skipped = [], {}
-        found = {logic.job_id(r["cluster"], r["proc"]) for r in rows}
+        found = {queue.job_id(r["cluster"], r["proc"]) for r in rows}
         for text in msg.ids:
             if not any(j == text or j.startswith(f"{text}.") for j in found):
                 skipped[text] = "no such job"
         for row in rows:
-            jid = logic.job_id(row["cluster"], row["proc"])
+            jid = queue.job_id(row["cluster"], row["proc"])
             why_not = self._apply_action(tx, msg, row)
             if why_not:
                 skipped[jid] = why_not
@@ -191,7 +191,7 @@ class Schedd:
         return J.JobActionResult(changed=changed, skipped=skipped)
 
     def _apply_action(self, tx: Tx, msg: J.JobAction, row: Any) -> str:
-        jid, state = logic.job_id(row["cluster"], row["proc"]), row["state"]
+        jid, state = queue.job_id(row["cluster"], row["proc"]), row["state"]
         if msg.action == "release":
             if state != "held":
                 return f"is {state}, not held"
@@ -213,7 +213,7 @@ class Schedd:
 
     def _kill_claim(self, tx: Tx, row: Any, reason: str) -> None:
         if row["claim_id"] and row["pilot_id"]:
-            tx.send(JobKill(pilot_id=row["pilot_id"], job_id=logic.job_id(row["cluster"],
+            tx.send(JobKill(pilot_id=row["pilot_id"], job_id=queue.job_id(row["cluster"],
                                                                           row["proc"]),
                             claim_id=row["claim_id"], reason=reason), to=row["pilot_id"])
 
@@ -239,7 +239,7 @@ class Schedd:
                 log.info("event=claim_unused autocluster=%s claim=%s", msg.autocluster,
                          claim.claim_id)
                 continue
-            jid = logic.job_id(row["cluster"], row["proc"])
+            jid = queue.job_id(row["cluster"], row["proc"])
             ad = classad2.ClassAd(row["ad"])
             try:
                 executable, files = transfer.input_files(ad)
@@ -262,7 +262,7 @@ class Schedd:
 
     def _hold(self, tx: Tx, row: Any, reason: str) -> None:
         self._set(tx, row, state="held", hold_reason=reason)
-        tx.emit(J.JobHeld(schedd=self.name, job_id=logic.job_id(row["cluster"], row["proc"]),
+        tx.emit(J.JobHeld(schedd=self.name, job_id=queue.job_id(row["cluster"], row["proc"]),
                           owner=row["owner"], reason=reason))
         self._log(row, userlog.HELD, "Job was held.", reason)
 
@@ -275,14 +275,14 @@ class Schedd:
 
     def _requeue(self, tx: Tx, row: Any, reason: str) -> None:
         self._set(tx, row, state="idle", pilot_id=None, entry=None, site=None, provider=None)
-        tx.emit(J.JobRequeued(schedd=self.name, job_id=logic.job_id(row["cluster"], row["proc"]),
+        tx.emit(J.JobRequeued(schedd=self.name, job_id=queue.job_id(row["cluster"], row["proc"]),
                               owner=row["owner"], reason=reason))
 
     def on_job_report(self, msg: J.JobReport, ctx: Context) -> None:
         self._transact(ctx, lambda tx: self._apply_report(tx, msg))
 
     def _apply_report(self, tx: Tx, msg: J.JobReport) -> None:
-        cluster, proc = logic.parse_job_id(msg.job_id)
+        cluster, proc = queue.parse_job_id(msg.job_id)
         row = tx.one("SELECT * FROM jobs WHERE cluster = ? AND proc = ?", (cluster, proc))
         if row is None or row["claim_id"] != msg.claim_id:
             log.info("event=stale_report job=%s claim=%s state=%s", msg.job_id, msg.claim_id,

@@ -1,4 +1,10 @@
-"""Pure pieces of the schedd: autoclusters, job ids, job views. No I/O here."""
+"""How the queue groups and shows jobs: autoclusters, job ids, requests, `burst q`'s view. Pure.
+
+    job ad ──autocluster_of()──▶ id (hash of owner + the attributes that decide where it runs)
+                                 └─ idle jobs per autocluster are the demand the schedd publishes
+    "12" / "12.3" ──parse_job_id()──▶ (12, None) / (12, 3)
+    jobs row ──job_view()──▶ JobInfo, with why an idle job waits (from match.analysis)
+"""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ import sys
 
 from services.runtime import service
 
-from .agent import Glidein
 from .context import ContextError, load
+from .handlers import Glidein
 
 EXIT_BAD_CONTEXT = 2
 

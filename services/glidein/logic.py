@@ -1,4 +1,6 @@
-"""The pilot's pure decisions: what a claim may carve out of the slot, and when to leave.
+"""The pilot's pure decisions: which claims it takes and when it leaves.
+
+    claim.activate ──why_refuse_claim()──▶ None: run it | "why not": a rejected report
 
     totals (context) ─▶ PartitionableSlot ──claim(id, cpus, MiB, MB)──▶ free shrinks
                                           ◀─release(id)─────────────── free grows
@@ -16,6 +18,7 @@ No clock, no I/O: callers pass the times.
 
 from __future__ import annotations
 
+from schemas.slot import ClaimActivate
 from services.condor.pilot import PilotContext
 from services.condor.slot import Resources
 
@@ -67,6 +70,18 @@ class PartitionableSlot:
 
     def release(self, claim_id: str) -> Resources | None:
         return self.claims.pop(claim_id, None)
+
+
+def why_refuse_claim(msg: ClaimActivate, *, pilot_id: str, slot: PartitionableSlot,
+                     retire_reason: str, shutting_down: bool) -> str | None:
+    """None if the pilot takes the claim; else why not, for the schedd's requeue."""
+    if msg.pilot_id != pilot_id:
+        return f"claim is for pilot {msg.pilot_id}, this is {pilot_id}"
+    if shutting_down:
+        return "pilot is shutting down"
+    if retire_reason:
+        return f"pilot is retiring ({retire_reason})"
+    return slot.why_not(msg.cpus, msg.memory_mb, msg.disk_mb)
 
 
 def why_retire(*, now: float, started_at: float, idle_since: float, busy: bool,

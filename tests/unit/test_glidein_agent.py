@@ -18,7 +18,7 @@ from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRetire
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
 from services.condor.pilot import PilotContext
-from services.glidein.agent import AgentConfig, Glidein
+from services.glidein.handlers import AgentConfig, Glidein
 from services.runtime.bus import Subscription, connect
 from tests.conftest import fresh_settings
 from tests.helpers import Inbox, wait_until

@@ -5,6 +5,7 @@ from __future__ import annotations
 import classad2
 import pytest
 
+from schemas.slot import ClaimActivate
 from services.condor.pilot import PilotContext
 from services.condor.slot import Resources, arch, matches, slot_ad
 from services.glidein import logic
@@ -107,3 +108,20 @@ def test_retire_policy():
     assert not logic.may_retire_on_request(only_if_idle=True, busy=True)
     assert logic.may_retire_on_request(only_if_idle=False, busy=True)
     assert logic.may_retire_on_request(only_if_idle=True, busy=False)
+
+
+def test_claim_refusals():
+    slot = PartitionableSlot(Resources(2, 1000, 1000))
+
+    def why(pilot_id="pilot-7", cpus=1, retire_reason="", shutting_down=False):
+        msg = ClaimActivate(claim_id="c1", pilot_id=pilot_id, schedd="s", job_id="1.0",
+                            job_ad="[]", executable="x", arguments=[], environment={}, files={},
+                            cpus=cpus, memory_mb=100, disk_mb=10)
+        return logic.why_refuse_claim(msg, pilot_id="pilot-7", slot=slot,
+                                      retire_reason=retire_reason, shutting_down=shutting_down)
+
+    assert why() is None
+    assert why(pilot_id="pilot-8") == "claim is for pilot pilot-8, this is pilot-7"
+    assert why(shutting_down=True, retire_reason="idle") == "pilot is shutting down"
+    assert why(retire_reason="lifetime reached") == "pilot is retiring (lifetime reached)"
+    assert why(cpus=3).startswith("request of 3 cpus, 100 MiB memory, 10 MB disk does not fit")

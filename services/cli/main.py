@@ -152,7 +152,7 @@ def down() -> None:
 @click.pass_context
 def service(ctx: click.Context, name: str) -> None:
     """Run one service in the foreground (what compose uses): burst service NAME [--help]."""
-    import importlib
+    from .launch import launch
 
     known = stack.SERVICES + ("glidein",)
     if name in ("-h", "--help"):
@@ -161,8 +161,7 @@ def service(ctx: click.Context, name: str) -> None:
         return
     if name not in known:
         raise Failure(f"unknown service {name!r}; one of {', '.join(known)}", EXIT_USAGE)
-    module = importlib.import_module(f"services.{name}.__main__")
-    sys.exit(module.main(ctx.args))
+    sys.exit(launch(name).main(ctx.args))
 
 
 # --- jobs ----------------------------------------------------------------------------------
@@ -179,7 +178,7 @@ def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> 
     import os
 
     from schemas.job import ClusterNew, JobSubmit, ProcAd
-    from services.schedd.submitfile import SubmitError, parse_submit_file
+    from services.condor.submit import SubmitError, parse_submit_file
 
     s = settings()
     owner = owner or os.environ.get("BURST_OWNER") or getpass.getuser()
@@ -362,8 +361,10 @@ def bench(name: str, as_json: bool) -> None:
     """Benchmarks: negotiate (matchmaking pass), bus (runtime vs raw pika)."""
     import importlib
 
-    module = importlib.import_module({"negotiate": "services.negotiator.bench",
-                                      "bus": "services.runtime.bench"}[name])
+    from .launch import launch
+
+    module = (launch("negotiator", "bench") if name == "negotiate"
+              else importlib.import_module("services.runtime.bench"))
     result = module.run() if name == "negotiate" else module.run(settings())
     click.echo(json.dumps(result) if as_json else module.format_report(result))
 

@@ -2,13 +2,14 @@
 
 The frontend matches idle jobs against it to decide where pilots are worth
 requesting, so it must agree with what the glidein really advertises: it is
-built by the glidein's own slot ad code, from the entry's configuration.
+built by the same slot ad code the glidein advertises with (services/condor/slot.py),
+from the entry's configuration.
 """
 
 from __future__ import annotations
 
-from services.glidein.context import PilotContext
-from services.glidein.slot import Resources, slot_ad
+from services.condor.pilot import PilotContext
+from services.condor.slot import Resources, slot_ad
 from services.runtime.config import EntryConfig
 
 

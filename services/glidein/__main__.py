@@ -9,8 +9,8 @@ import click
 
 from services.runtime import service
 
-from .agent import Glidein
 from .context import ContextError, load
+from .handlers import Glidein
 
 EXIT_BAD_CONTEXT = 2
 

@@ -1,4 +1,4 @@
-"""The pilot's context: who it is, where it runs, what it offers, which broker it joins.
+"""Reading the pilot's context (the PilotContext shape is services/condor/pilot.py).
 
     environment (BURST_*, AMQP_URL) ──▶ from_env()  ─┐
     --context FILE (JSON)           ──▶ from_file() ─┼─▶ resolve() ─▶ PilotContext (frozen)
@@ -17,11 +17,11 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from services.runtime.config import DEFAULT_AMQP_URL, PROVIDERS, ConfigError, Settings
+from services.condor.pilot import PilotContext
+from services.runtime.config import DEFAULT_AMQP_URL, PROVIDERS, ConfigError
 
 # A pilot id becomes a queue name, a routing-key target and a directory name.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -34,35 +34,6 @@ class ContextError(ValueError):
 class Raw(NamedTuple):
     value: Any
     where: str  # BURST_CPUS, or "ctx.json: cpus"
-
-
-@dataclass(frozen=True)
-class PilotContext:
-    pilot_id: str
-    entry: str = ""
-    site: str = ""
-    factory: str = ""
-    provider: str = "local"
-    cpus: int = 1
-    memory_mb: int = 1024
-    disk_mb: int = 4096
-    idle_timeout_s: float = 1200.0  # GlideinWMS: a glidein with no job for 20 minutes leaves
-    max_lifetime_s: float = 86400.0
-    instance_id: str = ""
-    instance_type: str = ""
-    spot: bool = False
-    group: str = ""
-    amqp_url: str = DEFAULT_AMQP_URL
-    namespace: str = "burst"
-    state_dir: Path = Path(".burst").absolute()
-    work_dir: Path = Path(".burst").absolute()
-    attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
-    source: str = "env"  # env | file | imds | context-disk
-
-    def settings(self) -> Settings:
-        """Bus settings for this pilot (validates the namespace like every service does)."""
-        return Settings.from_env({"AMQP_URL": self.amqp_url, "BURST_NAMESPACE": self.namespace,
-                                  "BURST_STATE_DIR": str(self.state_dir)})
 
 
 # key -> (environment variable, parser); parsers take (value, where) and raise ContextError.

@@ -29,6 +29,7 @@ import classad2
 import psutil
 
 from schemas.slot import ClaimActivate
+from services.condor.macros import substitute_slot_macros
 
 log = logging.getLogger("burst.glidein.executor")
 
@@ -38,14 +39,6 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@=,-]*$")  # claim ids name dir
 MiB = 1024 * 1024
 
 Substitute = Callable[[str, classad2.ClassAd], str]
-
-
-def substitute_slot_macros(text: str, slot_ad: classad2.ClassAd) -> str:
-    """$$(Attr) substitution from the matched slot ad; the schedd's submit module owns it."""
-    # Imported here: the pilot needs it only for jobs that use $$() at all.
-    from services.schedd.submitfile import substitute_slot_macros as substitute
-
-    return substitute(text, slot_ad)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@
     pilot ─job.report────────────────────────────────▶ │ SQLite │ ─job.kill───────▶ pilot
     events: match.analysis, pilot.exited, pilot.lost─▶ └────────┘ ─demand.autoclusters▶ events
 
-Each handler is one transaction (store.py); what it publishes is recorded in
-that transaction and republished unchanged if the message comes again.
+Each handler is one transaction (store.py): it reads the job rows, moves the
+files a step needs (transfer.py), asks logic.py what follows (a Plan: columns,
+commands, events, user-log lines) and applies it. What it publishes is recorded
+in that transaction and republished unchanged if the message comes again.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import classad2
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
-from schemas.slot import ClaimActivate, JobKill, MatchOffer
+from schemas.slot import MatchOffer
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import logic, transfer, userlog
+from . import logic, queue, transfer, userlog
+from .logic import Job
 from .store import Store, Tx
 
 log = logging.getLogger("burst.schedd")
@@ -33,7 +36,6 @@ log = logging.getLogger("burst.schedd")
 DEMAND_DEBOUNCE_S = 0.3
 DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
-TERMINAL = ("completed", "removed")
 
 
 class Schedd:
@@ -118,18 +120,19 @@ class Schedd:
         now = time.time()
         ids = []
         for proc, ad in ads:
-            key = logic.autocluster_of(ad, msg.owner)
+            key = queue.autocluster_of(ad, msg.owner)
             tx.execute("INSERT OR IGNORE INTO autoclusters (id, owner, ad, desired_sites) "
                        "VALUES (?, ?, ?, ?)", (key.id, msg.owner, key.ad, key.desired_sites))
-            cpus, memory, disk = logic.resource_requests(ad)
+            cpus, memory, disk = queue.resource_requests(ad)
             tx.execute(
                 "INSERT INTO jobs (cluster, proc, owner, state, ad, autocluster, request_cpus, "
                 "request_memory_mb, request_disk_mb, submitted_at) "
                 "VALUES (?, ?, ?, 'idle', ?, ?, ?, ?, ?, ?)",
                 (msg.cluster, proc, msg.owner, str(ad), key.id, cpus, memory, disk, now))
-            ids.append(logic.job_id(msg.cluster, proc))
-            userlog.append(_userlog_path(ad), userlog.event_text(
-                userlog.SUBMITTED, msg.cluster, proc, f"Job submitted from host: <{self.name}>"))
+            ids.append(queue.job_id(msg.cluster, proc))
+            for line in logic.user_log(ad, msg.cluster, proc, userlog.SUBMITTED,
+                                       f"Job submitted from host: <{self.name}>", "", now):
+                userlog.append(line.path, line.text)
         tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
                    (now, msg.submit_file, msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
@@ -148,7 +151,7 @@ class Schedd:
         rows = self.store.read(f"SELECT * FROM jobs WHERE {where} ORDER BY cluster, proc",
                                tuple(args))
         return J.JobList(schedd=self.name,
-                         jobs=[logic.job_view(dict(r), self.reasons) for r in rows])
+                         jobs=[queue.job_view(dict(r), self.reasons) for r in rows])
 
     @staticmethod
     def _selector(ids: list[str]) -> tuple[str, list]:
@@ -157,7 +160,7 @@ class Schedd:
         clauses, args = [], []
         for text in ids:
             try:
-                cluster, proc = logic.parse_job_id(text)
+                cluster, proc = queue.parse_job_id(text)
             except ValueError as exc:
                 raise PermanentError(str(exc)) from None
             if proc is None:
@@ -169,61 +172,25 @@ class Schedd:
         return "(" + " OR ".join(clauses) + ")", args
 
     def on_job_action(self, msg: J.JobAction, ctx: Context) -> J.JobActionResult:
-        if msg.action not in ("remove", "hold", "release"):
+        if msg.action not in logic.ACTIONS:
             raise PermanentError(f"unknown action {msg.action!r}")
         where, args = self._selector(msg.ids)
         return self._transact(ctx, lambda tx: self._act(tx, msg, where, args))
 
     def _act(self, tx: Tx, msg: J.JobAction, where: str, args: list) -> J.JobActionResult:
-        rows = tx.all(f"SELECT * FROM jobs WHERE {where}", tuple(args))
-        changed, skipped = [], {}
-        found = {logic.job_id(r["cluster"], r["proc"]) for r in rows}
-        for text in msg.ids:
-            if not any(j == text or j.startswith(f"{text}.") for j in found):
-                skipped[text] = "no such job"
-        for row in rows:
-            jid = logic.job_id(row["cluster"], row["proc"])
-            why_not = self._apply_action(tx, msg, row)
-            if why_not:
-                skipped[jid] = why_not
+        jobs = [Job.from_row(row) for row in tx.all(f"SELECT * FROM jobs WHERE {where}",
+                                                    tuple(args))]
+        skipped = logic.missing_ids(msg.ids, [job.id for job in jobs])
+        changed = []
+        now = time.time()
+        for job in jobs:
+            plan = logic.job_action(job, msg.action, msg.reason, schedd=self.name, now=now)
+            self._apply(tx, plan)
+            if plan.refused:
+                skipped[job.id] = plan.refused
             else:
-                changed.append(jid)
+                changed.append(job.id)
         return J.JobActionResult(changed=changed, skipped=skipped)
-
-    def _apply_action(self, tx: Tx, msg: J.JobAction, row: Any) -> str:
-        jid, state = logic.job_id(row["cluster"], row["proc"]), row["state"]
-        if msg.action == "release":
-            if state != "held":
-                return f"is {state}, not held"
-            self._set(tx, row, state="idle", hold_reason="")
-            tx.emit(J.JobReleased(schedd=self.name, job_id=jid, owner=row["owner"]))
-            self._log(row, userlog.RELEASED, "Job was released.", msg.reason)
-            return ""
-        if state in TERMINAL or (msg.action == "hold" and state == "held"):
-            return f"is already {state}"
-        self._kill_claim(tx, row, msg.reason or f"{msg.action} by user")
-        if msg.action == "remove":
-            self._set(tx, row, state="removed", finished_at=time.time())
-            tx.emit(J.JobRemoved(schedd=self.name, job_id=jid, owner=row["owner"],
-                                 reason=msg.reason))
-            self._log(row, userlog.ABORTED, "Job was aborted.", msg.reason)
-        else:
-            self._hold(tx, row, msg.reason or "held by user")
-        return ""
-
-    def _kill_claim(self, tx: Tx, row: Any, reason: str) -> None:
-        if row["claim_id"] and row["pilot_id"]:
-            tx.send(JobKill(pilot_id=row["pilot_id"], job_id=logic.job_id(row["cluster"],
-                                                                          row["proc"]),
-                            claim_id=row["claim_id"], reason=reason), to=row["pilot_id"])
-
-    @staticmethod
-    def _set(tx: Tx, row: Any, *, clear_claim: bool = True, **values: Any) -> None:
-        if clear_claim:
-            values.update(claim_id=None, matched_at=None)
-        columns = ", ".join(f"{k} = ?" for k in values)
-        tx.execute(f"UPDATE jobs SET {columns} WHERE cluster = ? AND proc = ?",
-                   (*values.values(), row["cluster"], row["proc"]))
 
     # --- matches and claims -------------------------------------------------------------------
 
@@ -239,113 +206,63 @@ class Schedd:
                 log.info("event=claim_unused autocluster=%s claim=%s", msg.autocluster,
                          claim.claim_id)
                 continue
-            jid = logic.job_id(row["cluster"], row["proc"])
-            ad = classad2.ClassAd(row["ad"])
-            try:
-                executable, files = transfer.input_files(ad)
-            except transfer.TransferError as exc:
-                self._hold(tx, row, str(exc))
-                continue
-            self._set(tx, row, clear_claim=False, claim_id=claim.claim_id,
-                      pilot_id=claim.pilot_id, entry=claim.entry, site=claim.site,
-                      provider=claim.provider, matched_at=now)
-            tx.send(ClaimActivate(
-                claim_id=claim.claim_id, pilot_id=claim.pilot_id, schedd=self.name, job_id=jid,
-                job_ad=row["ad"], executable=executable, arguments=transfer.arguments(ad),
-                environment=transfer.environment(ad), files=files, cpus=claim.cpus,
-                memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
-                output_files=transfer.string_list(ad, "TransferOutput"),
-                stream_names=transfer.stream_names(ad)), to=claim.pilot_id)
-            tx.emit(J.JobMatched(schedd=self.name, job_id=jid, owner=row["owner"],
-                                 claim_id=claim.claim_id, pilot_id=claim.pilot_id,
-                                 entry=claim.entry, site=claim.site))
+            job = Job.from_row(row)
+            self._apply(tx, logic.activate(job, claim, _read_inputs(job), schedd=self.name,
+                                           now=now))
 
-    def _hold(self, tx: Tx, row: Any, reason: str) -> None:
-        self._set(tx, row, state="held", hold_reason=reason)
-        tx.emit(J.JobHeld(schedd=self.name, job_id=logic.job_id(row["cluster"], row["proc"]),
-                          owner=row["owner"], reason=reason))
-        self._log(row, userlog.HELD, "Job was held.", reason)
-
-    @staticmethod
-    def _log(row: Any, code: int, message: str, detail: str = "") -> None:
-        path = _userlog_path(classad2.ClassAd(row["ad"]))
-        if path:
-            userlog.append(path, userlog.event_text(code, row["cluster"], row["proc"], message,
-                                                    detail))
-
-    def _requeue(self, tx: Tx, row: Any, reason: str) -> None:
-        self._set(tx, row, state="idle", pilot_id=None, entry=None, site=None, provider=None)
-        tx.emit(J.JobRequeued(schedd=self.name, job_id=logic.job_id(row["cluster"], row["proc"]),
-                              owner=row["owner"], reason=reason))
+    # --- reports ------------------------------------------------------------------------------
 
     def on_job_report(self, msg: J.JobReport, ctx: Context) -> None:
         self._transact(ctx, lambda tx: self._apply_report(tx, msg))
 
     def _apply_report(self, tx: Tx, msg: J.JobReport) -> None:
-        cluster, proc = logic.parse_job_id(msg.job_id)
+        cluster, proc = queue.parse_job_id(msg.job_id)
         row = tx.one("SELECT * FROM jobs WHERE cluster = ? AND proc = ?", (cluster, proc))
-        if row is None or row["claim_id"] != msg.claim_id:
+        job = Job.from_row(row) if row is not None else None
+        outputs = _write_outputs(job, msg) if logic.returns_outputs(job, msg) else None
+        try:
+            plan = logic.job_report(job, msg, schedd=self.name, now=time.time(), outputs=outputs)
+        except logic.InvalidMessage as exc:
+            raise PermanentError(str(exc)) from None
+        if plan.refused:
             log.info("event=stale_report job=%s claim=%s state=%s", msg.job_id, msg.claim_id,
                      msg.state)
-            return
-        where = {"pilot_id": msg.pilot_id, "entry": msg.entry or row["entry"],
-                 "site": msg.site or row["site"], "provider": msg.provider or row["provider"]}
-        if msg.state == "running":
-            self._set(tx, row, clear_claim=False, state="running", started_at=time.time(),
-                      runs=row["runs"] + 1, **where)
-            tx.emit(J.JobRunning(schedd=self.name, job_id=msg.job_id, owner=row["owner"],
-                                 **where))
-            self._log(row, userlog.EXECUTING,
-                      f"Job executing on host: <{msg.pilot_id}> at site {where['site']}")
-        elif msg.state == "rejected":
-            self._requeue(tx, row, f"pilot {msg.pilot_id} rejected the claim: {msg.reason}")
-        elif msg.state in ("exited", "held"):
-            self._finish(tx, row, msg, where)
-        else:
-            raise PermanentError(f"unknown job report state {msg.state!r}")
-
-    def _finish(self, tx: Tx, row: Any, msg: J.JobReport, where: dict) -> None:
-        ad = classad2.ClassAd(row["ad"])
-        try:
-            outputs = transfer.write_outputs(ad, msg.stdout, msg.stderr, msg.output_files)
-        except transfer.TransferError as exc:
-            self._hold(tx, row, str(exc))
-            return
-        if msg.state == "held":
-            self._hold(tx, row, msg.reason)
-            return
-        self._set(tx, row, state="completed", exit_code=msg.exit_code,
-                  exit_signal=msg.exit_signal, finished_at=time.time(),
-                  started_at=row["started_at"] or time.time() - msg.wall_seconds, **where)
-        tx.emit(J.JobCompleted(schedd=self.name, job_id=msg.job_id, owner=row["owner"],
-                               exit_code=msg.exit_code, exit_signal=msg.exit_signal,
-                               wall_seconds=msg.wall_seconds, outputs=outputs, **where))
-        how = (f"(1) Normal termination (return value {msg.exit_code})"
-               if msg.exit_signal is None else
-               f"(0) Abnormal termination (signal {msg.exit_signal})")
-        self._log(row, userlog.TERMINATED, "Job terminated.", how)
+        self._apply(tx, plan)
 
     def on_pilot_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
         def requeue(tx: Tx) -> None:
             rows = tx.all("SELECT * FROM jobs WHERE pilot_id = ? AND claim_id IS NOT NULL AND "
                           "state IN ('idle', 'running')", (msg.pilot_id,))
             for row in rows:
-                self._requeue(tx, row, f"pilot {msg.pilot_id} went away: {msg.reason}")
+                self._apply(tx, logic.pilot_gone(Job.from_row(row), msg.pilot_id, msg.reason,
+                                                 schedd=self.name))
 
         self._transact(ctx, requeue)
 
     def expire_claims(self) -> None:
         """Matched jobs whose pilot never said it started them go back to idle."""
-        cutoff = time.time() - self.claim_timeout_s
+        now = time.time()
 
         def expire(tx: Tx) -> None:
             for row in tx.all("SELECT * FROM jobs WHERE state = 'idle' AND claim_id IS NOT NULL "
-                              "AND matched_at < ?", (cutoff,)):
-                self._kill_claim(tx, row, "claim not activated in time")
-                self._requeue(tx, row, f"pilot {row['pilot_id']} did not start it within "
-                                       f"{self.claim_timeout_s:g}s")
+                              "AND matched_at < ?", (now - self.claim_timeout_s,)):
+                self._apply(tx, logic.expire_claim(Job.from_row(row), now=now,
+                                                   timeout_s=self.claim_timeout_s,
+                                                   schedd=self.name))
 
         self._transact(None, expire)
+
+    @staticmethod
+    def _apply(tx: Tx, plan: logic.Plan) -> None:
+        """Carry out a decision inside the handler's transaction."""
+        if plan.job is not None and plan.changes:
+            tx.update_job(plan.job.cluster, plan.job.proc, plan.changes)
+        for message, pilot in plan.commands:
+            tx.send(message, to=pilot)
+        for event in plan.events:
+            tx.emit(event)
+        for line in plan.user_log:
+            userlog.append(line.path, line.text)
 
     # --- demand -------------------------------------------------------------------------------
 
@@ -375,6 +292,16 @@ class Schedd:
                 for r in rows]
 
 
-def _userlog_path(ad: classad2.ClassAd) -> str:
-    value = ad.get("UserLog")
-    return value if isinstance(value, str) else ""
+def _read_inputs(job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:
+    try:
+        return transfer.input_files(job.classad)
+    except transfer.TransferError as exc:
+        return logic.TransferFailed(str(exc))
+
+
+def _write_outputs(job: Job | None, msg: J.JobReport) -> list[str] | logic.TransferFailed:
+    assert job is not None  # logic.returns_outputs said so
+    try:
+        return transfer.write_outputs(job.classad, msg.stdout, msg.stderr, msg.output_files)
+    except transfer.TransferError as exc:
+        return logic.TransferFailed(str(exc))

@@ -1,117 +1,280 @@
-"""Pure pieces of the schedd: autoclusters, job ids, job views. No I/O here."""
+"""The schedd's decisions, pure: what a command, an offer or a report does to a job.
+
+                     match.offer              report running            report exited
+    submit ──▶ idle ────────────▶ idle+claim ───────────────▶ running ───────────────▶ completed
+                ▲ ▲  (ClaimActivate            │ rejected, claim expired │
+                │ │   to the pilot)            │ (job.kill), pilot gone  │ pilot gone
+                │ └────────────────────────────┴─────────────────────────┘
+                └── release ── held ◀── hold; a held report; a file that cannot be moved
+    remove: any state but completed/removed ──▶ removed   (job.kill if it holds a claim)
+
+Each transition takes one Job (the columns of its row) and plain values: the
+message, `now`, the schedd's name and what a file transfer gave. It returns a
+Plan: the columns to change, the commands to send, the events to emit and the
+user-log lines to write. handlers.py applies a plan inside the transaction of
+the message being handled; nothing here touches SQLite, files, the bus or the
+clock. How the queue groups and shows jobs is queue.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from typing import Any
 
 import classad2
 
-from schemas.job import JobInfo
+from schemas import job as J
+from schemas.slot import Claim, ClaimActivate, JobKill
+from services.condor import jobad
 
-# Attributes that decide where a job can run. Attributes its Requirements or
-# Rank read from the job itself (MY.x, or a bare name defined in the ad) are
-# added per job: two jobs that differ in those must not share an autocluster.
-SIGNIFICANT = ("Requirements", "Rank", "RequestCpus", "RequestMemory", "RequestDisk",
-               "DESIRED_Sites", "JobUniverse")
+from . import userlog
+from .queue import job_id
 
-_JOB_ID = re.compile(r"^(\d+)(?:\.(\d+))?$")
+TERMINAL = ("completed", "removed")
+ACTIONS = ("remove", "hold", "release")
+FINISHED = ("exited", "held")  # reports that bring the job's output back
+NO_CLAIM = {"claim_id": None, "matched_at": None}
+NOT_PLACED = {"pilot_id": None, "entry": None, "site": None, "provider": None}
+
+
+class InvalidMessage(ValueError):
+    """A message no job can act on (an unknown report state): never worth a retry."""
 
 
 @dataclass(frozen=True)
-class AutoclusterKey:
-    id: str
-    ad: str  # ClassAd text of the significant attributes only
-    desired_sites: str
+class Job:
+    """The columns of one queued job that decisions read (store.py has them all)."""
+
+    cluster: int
+    proc: int
+    owner: str
+    state: str  # idle | running | completed | held | removed
+    ad: str = "[]"
+    claim_id: str | None = None  # set from the match until the job leaves its pilot
+    pilot_id: str | None = None
+    entry: str | None = None
+    site: str | None = None
+    provider: str | None = None
+    matched_at: float | None = None
+    started_at: float | None = None
+    runs: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """From a jobs row (sqlite3.Row or a mapping with the column names)."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    @property
+    def id(self) -> str:
+        return job_id(self.cluster, self.proc)
+
+    @cached_property
+    def classad(self) -> classad2.ClassAd:
+        return classad2.ClassAd(self.ad)
 
 
-def autocluster_of(ad: classad2.ClassAd, owner: str) -> AutoclusterKey:
-    names = set(SIGNIFICANT)
-    for expr_name in ("Requirements", "Rank"):
-        expr = ad.get(expr_name)
-        if isinstance(expr, classad2.ExprTree):
-            names.update(_own_references(ad, expr))
-    significant = classad2.ClassAd()
-    for name in sorted(names):
-        if name in ad:
-            significant[name] = ad.lookup(name)
-    text = significant.printOld()
-    digest = hashlib.sha1(f"{owner}\n{text}".encode()).hexdigest()[:12]
-    sites = ad.get("DESIRED_Sites", "")
-    return AutoclusterKey(id=digest, ad=str(significant),
-                          desired_sites=sites if isinstance(sites, str) else "")
+@dataclass(frozen=True)
+class UserLogLine:
+    path: str  # the job's `log = FILE`, absolute
+    text: str  # one event in HTCondor's user-log format
 
 
-def _own_references(ad: classad2.ClassAd, expr: classad2.ExprTree) -> set[str]:
-    refs = set()
-    for ref in list(ad.externalRefs(expr)) + list(ad.internalRefs(expr)):
-        if ref.startswith("MY."):
-            refs.add(ref[3:])
-        elif ref and "." not in ref and ref in ad:
-            refs.add(ref)
-    return refs
+@dataclass(frozen=True)
+class TransferFailed:
+    """A file transfer that could not be done; the job is held with this reason."""
+
+    reason: str
 
 
-def parse_job_id(text: str) -> tuple[int, int | None]:
-    """'12' -> (12, None) for a whole cluster, '12.3' -> (12, 3); ValueError otherwise."""
-    match = _JOB_ID.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a job id (CLUSTER or CLUSTER.PROC)")
-    cluster, proc = match.groups()
-    return int(cluster), int(proc) if proc is not None else None
+@dataclass(frozen=True)
+class Plan:
+    """What one decision does to one job. Empty, with `refused` saying why, if nothing."""
+
+    job: Job | None = None
+    changes: Mapping[str, Any] = field(default_factory=dict)  # column -> new value
+    commands: tuple[tuple[Any, str], ...] = ()  # (message, pilot): sent before the events
+    events: tuple[Any, ...] = ()
+    user_log: tuple[UserLogLine, ...] = ()
+    refused: str = ""
 
 
-def job_id(cluster: int, proc: int) -> str:
-    return f"{cluster}.{proc}"
+def refused(job: Job | None, reason: str) -> Plan:
+    return Plan(job, refused=reason)
 
 
-def resource_requests(ad: classad2.ClassAd) -> tuple[int, int, int]:
-    """(cpus, memory MiB, disk MiB) a job asks for; RequestDisk is KiB in job ads."""
-    cpus = _int(ad.eval("RequestCpus") if "RequestCpus" in ad else 1, 1)
-    memory = _int(ad.eval("RequestMemory") if "RequestMemory" in ad else 0, 0)
-    disk_kib = _int(ad.eval("RequestDisk") if "RequestDisk" in ad else 0, 0)
-    return cpus, memory, (disk_kib + 1023) // 1024
+# --- user actions ----------------------------------------------------------------------------
 
 
-def _int(value: object, default: int) -> int:
-    if isinstance(value, (bool, classad2.Value)):
-        return default
-    if isinstance(value, (int, float)):
-        return int(value)
-    return default
+def job_action(job: Job, action: str, reason: str, *, schedd: str, now: float) -> Plan:
+    """rm, hold or release of one job (`reason` as the user gave it, maybe "")."""
+    if action == "release":
+        if job.state != "held":
+            return refused(job, f"is {job.state}, not held")
+        return Plan(job, {"state": "idle", "hold_reason": "", **NO_CLAIM},
+                    events=(J.JobReleased(schedd=schedd, job_id=job.id, owner=job.owner),),
+                    user_log=_log(job, userlog.RELEASED, "Job was released.", reason, now))
+    if job.state in TERMINAL or (action == "hold" and job.state == "held"):
+        return refused(job, f"is already {job.state}")
+    kill = _kill(job, reason or f"{action} by user")
+    if action == "remove":
+        return Plan(job, {"state": "removed", "finished_at": now, **NO_CLAIM}, commands=kill,
+                    events=(J.JobRemoved(schedd=schedd, job_id=job.id, owner=job.owner,
+                                         reason=reason),),
+                    user_log=_log(job, userlog.ABORTED, "Job was aborted.", reason, now))
+    return replace(hold(job, reason or "held by user", schedd=schedd, now=now), commands=kill)
 
 
-def idle_reason(reasons_by_source: dict[str, dict[str, str]], autocluster: str) -> str:
-    """Why an idle job waits, from what the frontend and negotiator last said."""
-    found = [reasons[autocluster] for _source, reasons in sorted(reasons_by_source.items())
-             if reasons.get(autocluster)]
-    return "; ".join(dict.fromkeys(found))
+def missing_ids(requested: Iterable[str], found: Iterable[str]) -> dict[str, str]:
+    """Requested ids ("12" or "12.3") that name no job found, with the reason."""
+    found = list(found)
+    return {text: "no such job" for text in requested
+            if not any(j == text or j.startswith(f"{text}.") for j in found)}
 
 
-def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]]) -> JobInfo:
-    ad = classad2.ClassAd(row["ad"])
-    args = ad.get("Arguments", "")
-    state = row["state"]
-    return JobInfo(
-        id=job_id(row["cluster"], row["proc"]),
-        owner=row["owner"],
-        state=state,
-        exit_code=row["exit_code"],
-        entry=row["entry"] if state != "idle" else None,
-        site=row["site"] if state != "idle" else None,
-        provider=row["provider"] if state != "idle" else None,
-        pilot_id=row["pilot_id"] if state != "idle" else None,
-        cmd=str(ad.get("Cmd", "")),
-        args=args if isinstance(args, str) else "",
-        hold_reason=row["hold_reason"] or "",
-        idle_reason=idle_reason(reasons_by_source, row["autocluster"])
-        if state == "idle" and not row["claim_id"] else "",
-        request_cpus=row["request_cpus"],
-        request_memory_mb=row["request_memory_mb"],
-        request_disk_mb=row["request_disk_mb"],
-        submitted_at=row["submitted_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        runs=row["runs"],
-    )
+# --- matches ---------------------------------------------------------------------------------
+
+
+def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | TransferFailed,
+             *, schedd: str, now: float) -> Plan:
+    """Give an idle job a claim the negotiator made: send it, with its files, to the pilot.
+
+    `inputs` is (executable, files by name) as read from the job's Iwd, or why not.
+    """
+    if job.state != "idle" or job.claim_id:
+        return refused(job, f"is {job.state} with claim {job.claim_id}, not idle")
+    if isinstance(inputs, TransferFailed):
+        return hold(job, inputs.reason, schedd=schedd, now=now)
+    executable, files = inputs
+    ad = job.classad
+    activation = ClaimActivate(
+        claim_id=claim.claim_id, pilot_id=claim.pilot_id, schedd=schedd, job_id=job.id,
+        job_ad=job.ad, executable=executable, arguments=jobad.arguments(ad),
+        environment=jobad.environment(ad), files=files, cpus=claim.cpus,
+        memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
+        output_files=jobad.string_list(ad, "TransferOutput"),
+        stream_names=jobad.stream_names(ad))
+    matched = J.JobMatched(schedd=schedd, job_id=job.id, owner=job.owner,
+                           claim_id=claim.claim_id, pilot_id=claim.pilot_id, entry=claim.entry,
+                           site=claim.site)
+    return Plan(job, {"claim_id": claim.claim_id, "pilot_id": claim.pilot_id,
+                      "entry": claim.entry, "site": claim.site, "provider": claim.provider,
+                      "matched_at": now},
+                commands=((activation, claim.pilot_id),), events=(matched,))
+
+
+# --- reports from pilots ---------------------------------------------------------------------
+
+
+def is_current(job: Job | None, report: J.JobReport) -> bool:
+    """A report counts only for the claim the job holds now; any other is stale."""
+    return job is not None and job.claim_id == report.claim_id
+
+
+def returns_outputs(job: Job | None, report: J.JobReport) -> bool:
+    """Whether the report's outputs are to be written (before job_report decides)."""
+    return is_current(job, report) and report.state in FINISHED
+
+
+def job_report(job: Job | None, report: J.JobReport, *, schedd: str, now: float,
+               outputs: list[str] | TransferFailed | None = None) -> Plan:
+    """A pilot's report on a job. For exited and held reports, `outputs` is what writing
+    the returned files gave: the paths written, or why they could not be."""
+    if job is None or not is_current(job, report):
+        return refused(job, "stale: the job does not hold this claim")
+    where = {"pilot_id": report.pilot_id, "entry": report.entry or job.entry,
+             "site": report.site or job.site, "provider": report.provider or job.provider}
+    if report.state == "running":
+        return Plan(job, {"state": "running", "started_at": now, "runs": job.runs + 1, **where},
+                    events=(J.JobRunning(schedd=schedd, job_id=job.id, owner=job.owner,
+                                         **where),),
+                    user_log=_log(job, userlog.EXECUTING, f"Job executing on host: "
+                                  f"<{report.pilot_id}> at site {where['site']}", "", now))
+    if report.state == "rejected":
+        return requeue(job, f"pilot {report.pilot_id} rejected the claim: {report.reason}",
+                       schedd=schedd)
+    if report.state not in FINISHED:
+        raise InvalidMessage(f"unknown job report state {report.state!r}")
+    if outputs is None:
+        raise ValueError(f"job {job.id}: outputs of a {report.state} report not written")
+    if isinstance(outputs, TransferFailed):
+        return hold(job, outputs.reason, schedd=schedd, now=now)
+    if report.state == "held":
+        return hold(job, report.reason, schedd=schedd, now=now)
+    return _completed(job, report, outputs, where, schedd=schedd, now=now)
+
+
+def _completed(job: Job, report: J.JobReport, outputs: list[str], where: dict[str, Any], *,
+               schedd: str, now: float) -> Plan:
+    how = (f"(1) Normal termination (return value {report.exit_code})"
+           if report.exit_signal is None else
+           f"(0) Abnormal termination (signal {report.exit_signal})")
+    return Plan(
+        job, {"state": "completed", "exit_code": report.exit_code,
+              "exit_signal": report.exit_signal, "finished_at": now,
+              "started_at": job.started_at or now - report.wall_seconds, **where, **NO_CLAIM},
+        events=(J.JobCompleted(schedd=schedd, job_id=job.id, owner=job.owner,
+                               exit_code=report.exit_code, exit_signal=report.exit_signal,
+                               wall_seconds=report.wall_seconds, outputs=outputs, **where),),
+        user_log=_log(job, userlog.TERMINATED, "Job terminated.", how, now))
+
+
+# --- pilots that go away, claims that are never started --------------------------------------
+
+
+def pilot_gone(job: Job, pilot_id: str, reason: str, *, schedd: str) -> Plan:
+    """The pilot exited or was lost: a job it held (matched or running) waits again."""
+    if job.pilot_id != pilot_id or not job.claim_id or job.state not in ("idle", "running"):
+        return refused(job, f"holds no claim on pilot {pilot_id}")
+    return requeue(job, f"pilot {pilot_id} went away: {reason}", schedd=schedd)
+
+
+def expire_claim(job: Job, *, now: float, timeout_s: float, schedd: str) -> Plan:
+    """A matched job whose pilot has not said it started it within timeout_s waits again;
+    the pilot is told to drop the claim in case the activation reaches it late."""
+    if (job.state != "idle" or not job.claim_id or job.matched_at is None
+            or job.matched_at >= now - timeout_s):
+        return refused(job, "no claim waiting past its timeout")
+    plan = requeue(job, f"pilot {job.pilot_id} did not start it within {timeout_s:g}s",
+                   schedd=schedd)
+    return replace(plan, commands=_kill(job, "claim not activated in time"))
+
+
+# --- the transitions several decisions share -------------------------------------------------
+
+
+def hold(job: Job, reason: str, *, schedd: str, now: float) -> Plan:
+    return Plan(job, {"state": "held", "hold_reason": reason, **NO_CLAIM},
+                events=(J.JobHeld(schedd=schedd, job_id=job.id, owner=job.owner,
+                                  reason=reason),),
+                user_log=_log(job, userlog.HELD, "Job was held.", reason, now))
+
+
+def requeue(job: Job, reason: str, *, schedd: str) -> Plan:
+    return Plan(job, {"state": "idle", **NOT_PLACED, **NO_CLAIM},
+                events=(J.JobRequeued(schedd=schedd, job_id=job.id, owner=job.owner,
+                                      reason=reason),))
+
+
+def _kill(job: Job, reason: str) -> tuple[tuple[Any, str], ...]:
+    """The order to the pilot to kill the job's process, if it holds a claim there."""
+    if not (job.claim_id and job.pilot_id):
+        return ()
+    return ((JobKill(pilot_id=job.pilot_id, job_id=job.id, claim_id=job.claim_id,
+                     reason=reason), job.pilot_id),)
+
+
+def _log(job: Job, code: int, message: str, detail: str, now: float
+         ) -> tuple[UserLogLine, ...]:
+    return user_log(job.classad, job.cluster, job.proc, code, message, detail, now)
+
+
+def user_log(ad: classad2.ClassAd, cluster: int, proc: int, code: int, message: str,
+             detail: str, now: float) -> tuple[UserLogLine, ...]:
+    """The event for the job's user log (`log = FILE`), if it asked for one."""
+    path = ad.get("UserLog")
+    if not isinstance(path, str) or not path:
+        return ()
+    return (UserLogLine(path, userlog.event_text(code, cluster, proc, message, detail,
+                                                 when=now)),)

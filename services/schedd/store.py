@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +163,13 @@ class Tx:
 
     def all(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         return self.db.execute(sql, args).fetchall()
+
+    def update_job(self, cluster: int, proc: int, changes: Mapping[str, Any]) -> None:
+        if unknown := set(changes) - set(JOB_COLUMNS):
+            raise ValueError(f"no such job columns: {sorted(unknown)}")
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        self.execute(f"UPDATE jobs SET {columns} WHERE cluster = ? AND proc = ?",
+                     (*changes.values(), cluster, proc))
 
     def next_cluster(self) -> int:
         row = self.one("SELECT value FROM meta WHERE key = 'next_cluster'")

@@ -17,8 +17,8 @@ import pytest
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRetire
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
-from services.glidein.agent import AgentConfig, Glidein
-from services.glidein.context import PilotContext
+from services.condor.pilot import PilotContext
+from services.glidein.handlers import AgentConfig, Glidein
 from services.runtime.bus import Subscription, connect
 from tests.conftest import fresh_settings
 from tests.helpers import Inbox, wait_until

@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from schemas.slot import ClaimActivate
-from services.glidein.context import PilotContext
+from services.condor.pilot import PilotContext
+from services.condor.slot import Resources, slot_ad
 from services.glidein.executor import ExecutorConfig, JobResult, JobRun
-from services.glidein.slot import Resources, slot_ad
 
 CTX = PilotContext(pilot_id="p1", entry="entry1", site="SiteA", factory="fac", cpus=4,
                    memory_mb=1000, disk_mb=1000, instance_id="local-1")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import classad2
 import pytest
 
-from services.glidein import policy
-from services.glidein.context import PilotContext
-from services.glidein.slot import PartitionableSlot, Resources, SlotError, arch, matches, slot_ad
+from schemas.slot import ClaimActivate
+from services.condor.pilot import PilotContext
+from services.condor.slot import Resources, arch, matches, slot_ad
+from services.glidein import logic
+from services.glidein.logic import PartitionableSlot, SlotError
 
 CTX = PilotContext(pilot_id="pilot-7", entry="aws_east", site="AWS-US-East", factory="fac1",
                    provider="aws", cpus=4, memory_mb=8000, disk_mb=20000, instance_id="i-0abc",
@@ -98,11 +100,28 @@ def test_arch_names():
 
 def test_retire_policy():
     base = {"started_at": 0.0, "idle_timeout_s": 20.0, "max_lifetime_s": 100.0}
-    assert policy.why_retire(now=10, idle_since=0, busy=False, **base) is None
-    assert policy.why_retire(now=21, idle_since=0, busy=False, **base) == "idle for 21 s"
-    assert policy.why_retire(now=50, idle_since=0, busy=True, **base) is None
-    assert policy.why_retire(now=50, idle_since=40, busy=False, **base) is None
-    assert policy.why_retire(now=100, idle_since=90, busy=True, **base) == "lifetime reached"
-    assert not policy.may_retire_on_request(only_if_idle=True, busy=True)
-    assert policy.may_retire_on_request(only_if_idle=False, busy=True)
-    assert policy.may_retire_on_request(only_if_idle=True, busy=False)
+    assert logic.why_retire(now=10, idle_since=0, busy=False, **base) is None
+    assert logic.why_retire(now=21, idle_since=0, busy=False, **base) == "idle for 21 s"
+    assert logic.why_retire(now=50, idle_since=0, busy=True, **base) is None
+    assert logic.why_retire(now=50, idle_since=40, busy=False, **base) is None
+    assert logic.why_retire(now=100, idle_since=90, busy=True, **base) == "lifetime reached"
+    assert not logic.may_retire_on_request(only_if_idle=True, busy=True)
+    assert logic.may_retire_on_request(only_if_idle=False, busy=True)
+    assert logic.may_retire_on_request(only_if_idle=True, busy=False)
+
+
+def test_claim_refusals():
+    slot = PartitionableSlot(Resources(2, 1000, 1000))
+
+    def why(pilot_id="pilot-7", cpus=1, retire_reason="", shutting_down=False):
+        msg = ClaimActivate(claim_id="c1", pilot_id=pilot_id, schedd="s", job_id="1.0",
+                            job_ad="[]", executable="x", arguments=[], environment={}, files={},
+                            cpus=cpus, memory_mb=100, disk_mb=10)
+        return logic.why_refuse_claim(msg, pilot_id="pilot-7", slot=slot,
+                                      retire_reason=retire_reason, shutting_down=shutting_down)
+
+    assert why() is None
+    assert why(pilot_id="pilot-8") == "claim is for pilot pilot-8, this is pilot-7"
+    assert why(shutting_down=True, retire_reason="idle") == "pilot is shutting down"
+    assert why(retire_reason="lifetime reached") == "pilot is retiring (lifetime reached)"
+    assert why(cpus=3).startswith("request of 3 cpus, 100 MiB memory, 10 MB disk does not fit")

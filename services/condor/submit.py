@@ -44,15 +44,15 @@ Submit command → job attribute (HTCondor names, so users' expressions work):
 plus ClusterId, ProcId, Owner, QDate, JobStatus (1, idle) and, with a submit
 host, User and GlobalJobId. Args and Env are lists, not HTCondor's old-syntax
 strings, so the pilot never re-parses quoting. `$$(Attr)` is kept verbatim for
-the pilot, which calls `substitute_slot_macros` with its slot ad. Other
+the pilot, which calls `macros.substitute_slot_macros` with its slot ad. Other
 commands are macros, as in condor_submit; `getenv` and `include` are not
 supported (`include` is refused, so a file never silently loses commands).
+Sizes, arguments and environment are read by `syntax.py`.
 """
 
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 import time
@@ -63,6 +63,16 @@ from typing import TypeVar
 
 import classad2
 import htcondor2
+
+from .macros import macro_cycle, unterminated_macro
+from .syntax import (
+    format_arguments,
+    format_environment,
+    parse_arguments,
+    parse_disk_kib,
+    parse_environment,
+    parse_memory_mib,
+)
 
 DEFAULT_REQUEST_MEMORY_MIB = 128  # HTCondor's JOB_DEFAULT_REQUESTMEMORY
 DEFAULT_REQUEST_DISK_KIB = 1024 * 1024
@@ -83,10 +93,6 @@ class SubmitError(Exception):
     def __str__(self) -> str:
         where = f"{self.source} line {self.line}" if self.line else self.source
         return f"{where}: {self.problem}"
-
-
-class SlotMacroError(ValueError):
-    """A $$() reference the slot cannot satisfy: HTCondor holds such a job."""
 
 
 @dataclass(frozen=True)
@@ -229,7 +235,7 @@ def _checked_command(line: _Line, source: str) -> _Line:
                                                f"a # comment, got {line.text!r}")
     if not _KEY.match(command["key"]):
         raise SubmitError(source, line.number, f"{command['key']!r} is not a valid command name")
-    if (macro := _unterminated_macro(command["value"])) is not None:
+    if (macro := unterminated_macro(command["value"])) is not None:
         raise SubmitError(source, line.number, f"unterminated macro {macro!r}: missing ')'")
     return line
 
@@ -243,52 +249,6 @@ def _command_lines(commands: Sequence[_Line]) -> dict[str, tuple[int, str]]:
             key = command["key"].lower()
             lines["my." + key[1:] if key.startswith("+") else key] = (line.number, command["key"])
     return lines
-
-
-# --- macros ---------------------------------------------------------------------------------
-
-_MACRO_OPEN = re.compile(r"\$\$?[A-Za-z_]*\(")
-# $(name), $(name:default), $Fn(name), $INT(name)...: references between macros.
-_MACRO_REF = re.compile(r"(?<!\$)\$([A-Za-z_]*)\(\s*([A-Za-z_][A-Za-z0-9_.]*)")
-_NOT_MACRO_REFS = frozenset({"env", "random_choice", "random_integer", "choice"})
-
-
-def _closing_paren(text: str, start: int) -> int | None:
-    """Index of the ')' matching a '(' just before `start`, allowing nested parentheses."""
-    depth = 1
-    for index in range(start, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[index], 0)
-        if depth == 0:
-            return index
-    return None
-
-
-def _unterminated_macro(value: str) -> str | None:
-    for opened in _MACRO_OPEN.finditer(value):
-        if _closing_paren(value, opened.end()) is None:
-            return value[opened.start():]
-    return None
-
-
-def _macro_cycle(values: Mapping[str, str]) -> list[str] | None:
-    """A loop of $(references): htcondor2's expand() never returns on one, so find it first."""
-    refs = {name.lower(): {ref.lower() for fn, ref in _MACRO_REF.findall(value)
-                           if fn.lower() not in _NOT_MACRO_REFS}
-            for name, value in values.items()}
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> list[str] | None:
-        if name in path:
-            return path[path.index(name):] + [name]
-        if name in done or name not in refs:
-            return None
-        for ref in sorted(refs[name]):
-            if cycle := visit(ref, [*path, name]):
-                return cycle
-        done.add(name)
-        return None
-
-    return next((cycle for name in sorted(refs) if (cycle := visit(name, []))), None)
 
 
 # --- one queue statement → procs ------------------------------------------------------------
@@ -428,7 +388,7 @@ def _values_by_name(items: Sequence[Mapping[str, str]]) -> dict[str, str]:
 
 
 def _refuse_macro_loops(values: Mapping[str, str], where: _Where) -> None:
-    if cycle := _macro_cycle(values):
+    if cycle := macro_cycle(values):
         names = [where.lines.get(name, (0, name))[1] for name in cycle]
         raise where.ctx.error(where.lines.get(cycle[0], (where.queue_line, ""))[0],
                               "macros refer to each other in a loop: " + " -> ".join(names))
@@ -609,149 +569,3 @@ def _non_negative(text: str) -> int:
     if not re.fullmatch(r"\+?\d+", text):
         raise ValueError(f"{text!r} is not a non-negative integer")
     return int(text)
-
-
-# --- sizes, arguments and environment (pure, public for the CLI and the pilot) --------------
-
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGT])B?)?", re.I)
-_KIB_PER_UNIT = {"K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}
-
-
-def _size_kib(text: str, default_unit: str) -> float:
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a size: use a number with an optional unit "
-                         "K, KB, M, MB, G, GB, T or TB")
-    kib = float(match[1]) * _KIB_PER_UNIT[(match[2] or default_unit).upper()]
-    if kib <= 0:
-        raise ValueError(f"{text!r} must be more than zero")
-    return kib
-
-
-def parse_memory_mib(text: str) -> int:
-    """request_memory → MiB, rounded up; a plain number is MiB, as in HTCondor."""
-    return math.ceil(_size_kib(text, "M") / 1024)
-
-
-def parse_disk_kib(text: str) -> int:
-    """request_disk → KiB, rounded up; a plain number is KiB, as in HTCondor."""
-    return math.ceil(_size_kib(text, "K"))
-
-
-def _split_new_syntax(body: str) -> list[str]:
-    """Words of HTCondor's "new" quoting: whitespace separates, '...' groups, and '' / ""
-    stand for a literal ' / " (inside or outside the single quotes)."""
-    words: list[str] = []
-    word: list[str] | None = None  # None between words, so '' can make an empty word
-    quoted, index = False, 0
-    while index < len(body):
-        char, pair = body[index], body[index:index + 2]
-        index += 1
-        if pair in ('""', "''") and (pair == '""' or quoted):
-            word, index = [*(word or []), char], index + 1
-        elif char == '"':
-            raise ValueError('a lone " inside the double quotes: write "" for a literal "')
-        elif char == "'":
-            word, quoted = word or [], not quoted
-        elif char.isspace() and not quoted:
-            if word is not None:
-                words.append("".join(word))
-            word = None
-        else:
-            word = [*(word or []), char]
-    if quoted:
-        raise ValueError("unbalanced single quote")
-    return words if word is None else [*words, "".join(word)]
-
-
-def _new_syntax_body(text: str) -> str | None:
-    """The text inside the outer double quotes, or None for the old syntax."""
-    text = text.strip()
-    if not text.startswith('"'):
-        return None
-    if len(text) < 2 or not text.endswith('"'):
-        raise ValueError("unbalanced double quote: the new syntax is enclosed in \"...\"")
-    return text[1:-1]
-
-
-def parse_arguments(text: str) -> list[str]:
-    """`"a 'b c' d"` (new syntax) or `a b c` (old syntax, \\" for a quote) → argv."""
-    body = _new_syntax_body(text)
-    if body is not None:
-        return _split_new_syntax(body)
-    if re.search(r'(?<!\\)"', text):
-        raise ValueError('unbalanced double quote: to group words write the whole value in '
-                         "double quotes, e.g. arguments = \"a 'b c'\"")
-    return [word.replace('\\"', '"') for word in text.split()]
-
-
-def parse_environment(text: str) -> dict[str, str]:
-    """`"A=1 B='x y'"` (new syntax) or `A=1;B=2` (old syntax) → {name: value}, in order."""
-    body = _new_syntax_body(text)
-    entries = _split_new_syntax(body) if body is not None else text.split(";")
-    env = {}
-    for entry in (entry for entry in entries if entry.strip() or body is not None):
-        name, sep, value = entry.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"environment entry {entry!r} is not NAME=value")
-        env[name.strip()] = value
-    return env
-
-
-def _quote_word(word: str) -> str:
-    if word and not re.search(r"[\s'\"]", word):
-        return word
-    return "'" + word.replace("'", "''") + "'"
-
-
-def format_arguments(argv: Sequence[str]) -> str:
-    """argv → HTCondor's raw new-syntax Arguments string (parse_arguments of it, in
-    double quotes with " doubled, gives argv back)."""
-    return " ".join(_quote_word(word) for word in argv)
-
-
-def format_environment(env: Mapping[str, str]) -> str:
-    return " ".join(f"{name}={_quote_word(value) if value else ''}"
-                    for name, value in env.items())
-
-
-# --- $$() substitution on the pilot ---------------------------------------------------------
-
-
-def substitute_slot_macros(text: str, slot_ad: classad2.ClassAd) -> str:
-    """Replace $$(Attr), $$(Attr:default) and $$([expr]) with values from the slot ad."""
-    parts, position = [], 0
-    while (start := text.find("$$(", position)) != -1:
-        end = _closing_paren(text, start + 3)
-        if end is None:
-            raise SlotMacroError(f"unterminated $$( in {text!r}")
-        parts += [text[position:start], _slot_value(text[start + 3:end], slot_ad)]
-        position = end + 1
-    return "".join([*parts, text[position:]])
-
-
-def _slot_value(body: str, slot_ad: classad2.ClassAd) -> str:
-    if body.startswith("[") and body.endswith("]"):
-        try:
-            value = classad2.ExprTree(body[1:-1]).eval(slot_ad)
-        except classad2.ClassAdException:
-            raise SlotMacroError(f"$$({body}): not a valid ClassAd expression") from None
-        if isinstance(value, classad2.Value):
-            raise SlotMacroError(f"$$({body}) evaluates to {value.name} in the slot ad")
-        return _as_text(value)
-    name, has_default, default = (part.strip() for part in body.partition(":"))
-    try:
-        value = slot_ad.eval(name)
-    except KeyError:
-        value = classad2.Value.Undefined
-    if not isinstance(value, classad2.Value):
-        return _as_text(value)
-    if has_default:
-        return default
-    raise SlotMacroError(f"$$({name}): the slot ad has no attribute {name}")
-
-
-def _as_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else str(value)

@@ -1,4 +1,4 @@
-"""The glidein agent: one pilot, one partitionable slot, the jobs it runs.
+"""The glidein agent's handlers and timers: one pilot, one partitionable slot, its jobs.
 
     schedd ─claim.activate─▶ [glidein.<pilot_id>] ─▶ Glidein ─job.report (running, exited,
     schedd ─job.kill───────▶        (expires       │           held, rejected)─▶ schedd
@@ -7,7 +7,8 @@
 
 Everything runs on the bus's one I/O thread: handlers, the job poller
 (every poll_interval_s) and the heartbeat (every lease_s / 3). Jobs are
-child processes polled without blocking, so no locks and no extra threads.
+child processes (executor.py) polled without blocking, so no locks and no
+extra threads. Whether to take a claim and when to retire is logic.py.
 
 Lifecycle: registered → idle ⇄ busy → retiring (no new claims; running jobs
 finish) → exited, the process then stops itself through `request_stop`
@@ -29,12 +30,14 @@ from dataclasses import asdict, dataclass, field
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetire, PilotRetiring
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.condor.macros import substitute_slot_macros
+from services.condor.pilot import PilotContext
+from services.condor.slot import Resources, slot_ad
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import policy
-from .context import PilotContext
-from .executor import ExecutorConfig, JobResult, JobRun, Substitute, substitute_slot_macros
-from .slot import PartitionableSlot, Resources, slot_ad
+from . import logic
+from .executor import ExecutorConfig, JobResult, JobRun, Substitute
+from .logic import PartitionableSlot
 
 log = logging.getLogger("burst.glidein")
 
@@ -148,7 +151,9 @@ class Glidein:
             log.info("event=duplicate_claim pilot=%s claim=%s job=%s", self.ctx.pilot_id,
                      msg.claim_id, msg.job_id)
             return
-        refusal = self._refusal(msg)
+        refusal = logic.why_refuse_claim(
+            msg, pilot_id=self.ctx.pilot_id, slot=self.slot, retire_reason=self.retire_reason,
+            shutting_down=self.terminating or self.exited.is_set())
         if refusal:
             log.info("event=claim_rejected pilot=%s claim=%s job=%s reason=%r",
                      self.ctx.pilot_id, msg.claim_id, msg.job_id, refusal)
@@ -166,15 +171,6 @@ class Glidein:
         self.jobs[msg.claim_id] = run
         ctx.send(self._report(msg, "running"), to=msg.schedd)
         self.advertise()
-
-    def _refusal(self, msg: ClaimActivate) -> str | None:
-        if msg.pilot_id != self.ctx.pilot_id:
-            return f"claim is for pilot {msg.pilot_id}, this is {self.ctx.pilot_id}"
-        if self.terminating or self.exited.is_set():
-            return "pilot is shutting down"
-        if self.retiring:
-            return f"pilot is retiring ({self.retire_reason})"
-        return self.slot.why_not(msg.cpus, msg.memory_mb, msg.disk_mb)
 
     def _machine_ad(self, claimed: Resources):
         # What the job sees ($$() macros, .machine.ad) is its dynamic slot: what it claimed.
@@ -240,7 +236,7 @@ class Glidein:
         self.reaping = [run for run in self.reaping if run.poll() is None]
         if self.retiring or self.terminating or self.exited.is_set():
             return
-        reason = policy.why_retire(
+        reason = logic.why_retire(
             now=self.clock(), started_at=self.started_at, idle_since=self.idle_since,
             busy=self.slot.busy, idle_timeout_s=self.ctx.idle_timeout_s,
             max_lifetime_s=self.ctx.max_lifetime_s)
@@ -252,7 +248,7 @@ class Glidein:
             log.warning("event=retire_for_other_pilot pilot=%s target=%s", self.ctx.pilot_id,
                         msg.pilot_id)
             return
-        if not policy.may_retire_on_request(only_if_idle=msg.only_if_idle, busy=self.slot.busy):
+        if not logic.may_retire_on_request(only_if_idle=msg.only_if_idle, busy=self.slot.busy):
             log.info("event=retire_refused pilot=%s reason=busy jobs=%d request=%r",
                      self.ctx.pilot_id, len(self.jobs), msg.reason)
             return

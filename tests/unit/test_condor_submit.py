@@ -8,18 +8,14 @@ from pathlib import Path
 import classad2
 import pytest
 
-from services.schedd.submitfile import (
-    JobSpec,
-    SlotMacroError,
-    SubmitError,
+from services.condor.macros import SlotMacroError, substitute_slot_macros
+from services.condor.submit import JobSpec, SubmitError, parse_submit_file, parse_submit_text
+from services.condor.syntax import (
     format_arguments,
     parse_arguments,
     parse_disk_kib,
     parse_environment,
     parse_memory_mib,
-    parse_submit_file,
-    parse_submit_text,
-    substitute_slot_macros,
 )
 
 NOW = 1_700_000_000

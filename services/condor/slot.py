@@ -1,12 +1,13 @@
-"""The pilot's one partitionable slot: what is free, who holds what, and its ClassAd.
+"""A pilot's slot ad: the ClassAd a partitionable slot advertises, and the resources it counts in.
 
-    totals (context) ─▶ PartitionableSlot ──claim(id, cpus, MiB, MB)──▶ free shrinks
-                                          ◀─release(id)─────────────── free grows
-                        slot_ad(ctx, free) ─▶ ClassAd the negotiator matches jobs against
+    PilotContext (who, where, totals) ─┐
+    Resources free now ────────────────┴─▶ slot_ad() ─▶ ClassAd the negotiator matches jobs against
 
 As in HTCondor, the partitionable slot advertises what is *free* as Cpus,
-Memory (MiB) and Disk (KiB), and its totals as TotalCpus/TotalMemory/TotalDisk;
-each claim carves a job's request out of it. Pure: no I/O, no clock.
+Memory (MiB) and Disk (KiB), and its totals as TotalCpus/TotalMemory/TotalDisk.
+The glidein advertises it (carving claims out of it, services/glidein/logic.py)
+and the factory builds an entry's prototype with it before any pilot exists,
+so both always agree. Pure: no I/O, no clock (the host's CPU name aside).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import classad2
 
-from .context import PilotContext
+from .pilot import PilotContext
 
 # Requests a job ad may lack: a missing RequestCpus means one core (HTCondor's
 # default), missing memory/disk requests ask for nothing. Written this way the
@@ -38,10 +39,6 @@ BUILTIN = (
 )
 
 
-class SlotError(ValueError):
-    """A claim that cannot be carved out of the slot; the message says why."""
-
-
 @dataclass(frozen=True)
 class Resources:
     cpus: int
@@ -58,51 +55,6 @@ class Resources:
 
     def __str__(self) -> str:
         return f"{self.cpus} cpus, {self.memory_mb} MiB memory, {self.disk_mb} MB disk"
-
-
-class PartitionableSlot:
-    def __init__(self, totals: Resources):
-        self.totals = totals
-        self.claims: dict[str, Resources] = {}
-
-    @classmethod
-    def for_context(cls, ctx: PilotContext) -> PartitionableSlot:
-        return cls(Resources(ctx.cpus, ctx.memory_mb, ctx.disk_mb))
-
-    @property
-    def free(self) -> Resources:
-        free = self.totals
-        for used in self.claims.values():
-            free = free - used
-        return free
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.claims)
-
-    def can_fit(self, cpus: int, memory_mb: int, disk_mb: int) -> bool:
-        return Resources(cpus, memory_mb, disk_mb).fits_in(self.free)
-
-    def why_not(self, cpus: int, memory_mb: int, disk_mb: int) -> str | None:
-        """None if the request fits; else the reason, for a rejected claim."""
-        if min(cpus, memory_mb, disk_mb) < 0 or cpus < 1:
-            return f"bad request: {Resources(cpus, memory_mb, disk_mb)}"
-        if not self.can_fit(cpus, memory_mb, disk_mb):
-            return (f"request of {Resources(cpus, memory_mb, disk_mb)} does not fit in the "
-                    f"free {self.free}")
-        return None
-
-    def claim(self, claim_id: str, cpus: int, memory_mb: int, disk_mb: int) -> Resources:
-        if claim_id in self.claims:
-            raise SlotError(f"claim {claim_id} is already active")
-        reason = self.why_not(cpus, memory_mb, disk_mb)
-        if reason:
-            raise SlotError(reason)
-        self.claims[claim_id] = Resources(cpus, memory_mb, disk_mb)
-        return self.claims[claim_id]
-
-    def release(self, claim_id: str) -> Resources | None:
-        return self.claims.pop(claim_id, None)
 
 
 def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",

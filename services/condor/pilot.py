@@ -1,0 +1,47 @@
+"""The pilot context: who a pilot is, where it runs, what it offers, which broker it joins.
+
+    glidein: environment, --context FILE, (later) IMDS user data ──resolve()──▶ PilotContext
+    factory: an entry's configuration ──────────────────────────────────────▶ PilotContext
+                                   slot.slot_ad(context, free) ─▶ the slot ad both agree on
+
+The shape lives here because the factory builds one for an entry's prototype
+slot ad before any pilot exists; reading and validating the sources is the
+glidein's (services/glidein/context.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.runtime.config import DEFAULT_AMQP_URL, Settings
+
+
+@dataclass(frozen=True)
+class PilotContext:
+    pilot_id: str
+    entry: str = ""
+    site: str = ""
+    factory: str = ""
+    provider: str = "local"
+    cpus: int = 1
+    memory_mb: int = 1024
+    disk_mb: int = 4096
+    idle_timeout_s: float = 1200.0  # GlideinWMS: a glidein with no job for 20 minutes leaves
+    max_lifetime_s: float = 86400.0
+    instance_id: str = ""
+    instance_type: str = ""
+    spot: bool = False
+    group: str = ""
+    amqp_url: str = DEFAULT_AMQP_URL
+    namespace: str = "burst"
+    state_dir: Path = Path(".burst").absolute()
+    work_dir: Path = Path(".burst").absolute()
+    attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
+    source: str = "env"  # env | file | imds | context-disk
+
+    def settings(self) -> Settings:
+        """Bus settings for this pilot (validates the namespace like every service does)."""
+        return Settings.from_env({"AMQP_URL": self.amqp_url, "BURST_NAMESPACE": self.namespace,
+                                  "BURST_STATE_DIR": str(self.state_dir)})

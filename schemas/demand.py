@@ -31,6 +31,8 @@ class DemandSnapshot:
 
     NAME: ClassVar[str] = "demand.autoclusters"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     seq: int
     autoclusters: list[AutoCluster]
@@ -43,6 +45,8 @@ class MatchAnalysis:
 
     NAME: ClassVar[str] = "match.analysis"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     source: str  # "negotiator" or "frontend:<group>"
     schedd: str
     reasons: dict[str, str] = field(default_factory=dict)  # autocluster id -> reason

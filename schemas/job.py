@@ -18,6 +18,7 @@ from ._base import ClassVar, message
 class ClusterNew:
     NAME: ClassVar[str] = "cluster.new"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("user",)
     owner: str
 
 
@@ -39,6 +40,7 @@ class ProcAd:
 class JobSubmit:
     NAME: ClassVar[str] = "job.submit"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("user",)
     cluster: int
     owner: str
     submit_file: str
@@ -51,6 +53,8 @@ class JobSubmitted:
 
     NAME: ClassVar[str] = "job.submitted"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     cluster: int
     jobs: list[str]
@@ -61,6 +65,7 @@ class JobSubmitted:
 class JobQuery:
     NAME: ClassVar[str] = "job.query"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("user",)
     ids: list[str] = field(default_factory=list)  # "12" or "12.3"; empty means all
     include_history: bool = True
 
@@ -100,6 +105,7 @@ class JobList:
 class JobAction:
     NAME: ClassVar[str] = "job.action"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("user",)
     action: str  # remove | hold | release
     ids: list[str]
     reason: str = ""
@@ -129,6 +135,7 @@ class RpcError:
 class JobReport:
     NAME: ClassVar[str] = "job.report"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("pilot",)
     job_id: str
     claim_id: str
     pilot_id: str
@@ -154,6 +161,7 @@ class JobReport:
 class JobMatched:
     NAME: ClassVar[str] = "job.matched"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -167,6 +175,7 @@ class JobMatched:
 class JobRunning:
     NAME: ClassVar[str] = "job.running"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -180,6 +189,7 @@ class JobRunning:
 class JobCompleted:
     NAME: ClassVar[str] = "job.completed"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -197,6 +207,7 @@ class JobCompleted:
 class JobHeld:
     NAME: ClassVar[str] = "job.held"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -207,6 +218,7 @@ class JobHeld:
 class JobReleased:
     NAME: ClassVar[str] = "job.released"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -216,6 +228,7 @@ class JobReleased:
 class JobRemoved:
     NAME: ClassVar[str] = "job.removed"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str
@@ -228,6 +241,8 @@ class JobRequeued:
 
     NAME: ClassVar[str] = "job.requeued"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     job_id: str
     owner: str

@@ -18,6 +18,7 @@ from ._base import ClassVar, message
 class PilotLaunched:
     NAME: ClassVar[str] = "pilot.launched"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     pilot_id: str
     entry: str
     site: str
@@ -33,6 +34,7 @@ class PilotLaunched:
 class PilotRegistered:
     NAME: ClassVar[str] = "pilot.registered"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("pilot",)
     pilot_id: str
     entry: str
     site: str
@@ -52,6 +54,7 @@ class PilotRegistered:
 class PilotRetiring:
     NAME: ClassVar[str] = "pilot.retiring"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("pilot",)
     pilot_id: str
     entry: str
     reason: str
@@ -63,6 +66,7 @@ class PilotRetiring:
 class PilotExited:
     NAME: ClassVar[str] = "pilot.exited"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("pilot", "service")
     pilot_id: str
     entry: str
     reason: str
@@ -75,6 +79,7 @@ class PilotExited:
 class PilotLost:
     NAME: ClassVar[str] = "pilot.lost"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     pilot_id: str
     entry: str
     reason: str
@@ -85,6 +90,7 @@ class PilotLost:
 class PilotRetire:
     NAME: ClassVar[str] = "pilot.retire"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     pilot_id: str
     reason: str
     only_if_idle: bool = True

@@ -21,6 +21,7 @@ REMOVE_EXCESS_MODES = ("NO", "WAIT", "IDLE", "ALL")
 class GlideinRequestV1:
     NAME: ClassVar[str] = "glidein.request"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     frontend: str
     group: str
     entry: str
@@ -36,6 +37,7 @@ class GlideinRequestV1:
 class GlideinRequest:
     NAME: ClassVar[str] = "glidein.request"
     VERSION: ClassVar[int] = 2
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     frontend: str
     group: str
     entry: str
@@ -61,6 +63,8 @@ class EntryAdvertised:
 
     NAME: ClassVar[str] = "entry.advertised"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     entry: str
     site: str
     driver: str

@@ -19,6 +19,8 @@ class SlotAdvertised:
 
     NAME: ClassVar[str] = "slot.advertised"
     VERSION: ClassVar[int] = 1
+
+    SENDERS: ClassVar[tuple[str, ...]] = ("pilot",)
     pilot_id: str
     ad: str  # ClassAd text of the partitionable slot (totals, GLIDEIN_*, Cloud*)
     state: str  # idle | busy | retiring
@@ -50,6 +52,7 @@ class Claim:
 class MatchOffer:
     NAME: ClassVar[str] = "match.offer"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     schedd: str
     autocluster: str
     owner: str
@@ -61,6 +64,7 @@ class MatchOffer:
 class ClaimActivate:
     NAME: ClassVar[str] = "claim.activate"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     claim_id: str
     pilot_id: str
     schedd: str
@@ -81,6 +85,7 @@ class ClaimActivate:
 class JobKill:
     NAME: ClassVar[str] = "job.kill"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     pilot_id: str
     job_id: str
     claim_id: str
@@ -91,6 +96,7 @@ class JobKill:
 class NegotiationCompleted:
     NAME: ClassVar[str] = "negotiation.completed"
     VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("service",)
     cycle: int
     duration_ms: float
     autoclusters: int

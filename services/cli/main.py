@@ -7,7 +7,6 @@ Exit codes: 0 success; 1 the command failed (bad file, job held, unknown id);
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ from services.runtime.bus import BrokerUnavailable, RemoteError, RpcTimeout
 from services.runtime.codec import decode_or_none
 from services.runtime.config import ConfigError, Settings
 
-from . import output, stack
+from . import identity, output, stack
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 TERMINAL_STATES = ("completed", "held", "removed")
@@ -80,9 +79,14 @@ def schedd_name(s: Settings, explicit: str | None) -> str:
 
 
 def client_bus(s: Settings):
+    """A bus that signs what it sends with the user's token (identity.py)."""
     from services.runtime.bus import connect
 
-    bus = connect(s, "cli")
+    try:
+        signer = identity.signer(s)
+    except identity.NoIdentity as exc:
+        raise Failure(str(exc)) from None
+    bus = connect(s, "cli", signer=signer)
     bus.start()
     return bus
 
@@ -111,6 +115,9 @@ def up(detach: bool) -> None:
     load_pool_config(s.config_path)  # fail here, with the field named, not in a service log
     if not broker_answers(s):
         raise BrokerUnavailable(s.safe_url)
+    made = identity.ensure_own_token(s)
+    if made is not None:
+        click.echo(f"your token (administrator of this pool): {made}")
     procs = stack.start(s)
     failed = stack.wait_ready(s, procs)
     for name in failed:
@@ -167,21 +174,50 @@ def service(ctx: click.Context, name: str) -> None:
 # --- jobs ----------------------------------------------------------------------------------
 
 
+
+@cli.group()
+def token() -> None:
+    """User tokens: who may submit and act on which jobs."""
+
+
+@token.command("issue")
+@click.argument("user")
+@click.option("--admin", is_flag=True, help="may act on every owner's jobs")
+@click.option("--lifetime", type=float, default=0.0, metavar="S",
+              help="expires after S seconds (default: never)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write it here (default: <state dir>/tokens/USER.token)")
+@friendly
+def token_issue(user: str, admin: bool, lifetime: float, out: Path | None) -> None:
+    """Make USER a token file (needs the pool key: administrators only)."""
+    from services.runtime.security import AuthError
+
+    try:
+        path = identity.issue(settings(), user, admin=admin, lifetime_s=lifetime, out=out)
+    except AuthError as exc:
+        raise Failure(str(exc)) from None
+    except PermissionError as exc:
+        raise Failure(f"cannot write the token: {exc}") from None
+    click.echo(str(path))
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print {cluster, jobs} as JSON")
-@click.option("--owner", default=None, help="submit as this owner (default: BURST_OWNER or you)")
+@click.option("--owner", default=None,
+              help="submit as this owner (administrators only; default: your token's user)")
 @schedd_option
 @friendly
 def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> None:
     """Queue the jobs of an HTCondor submit description file."""
-    import os
-
     from schemas.job import ClusterNew, JobSubmit, ProcAd
     from services.condor.submit import SubmitError, parse_submit_file
 
     s = settings()
-    owner = owner or os.environ.get("BURST_OWNER") or getpass.getuser()
+    try:
+        owner = owner or identity.signer(s).principal.name
+    except identity.NoIdentity as exc:
+        raise Failure(str(exc)) from None
     try:
         parse_submit_file(file, cluster=1, owner=owner)  # check before taking a cluster id
     except SubmitError as exc:

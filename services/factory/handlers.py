@@ -32,8 +32,8 @@ from schemas.pilot import (
 )
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from schemas.slot import SlotAdvertised
+from services.runtime import security
 from services.runtime.bus import Bus, Context, Subscription
-from services.runtime.codec import decode_or_none
 from services.runtime.config import EntryConfig, PoolConfig, Settings
 
 from . import logic
@@ -114,11 +114,9 @@ class Factory:
         replayed = 0
         for env in self.bus.history(since=since, idle_timeout=0.5):
             handler = self._pilot_handlers().get(env.type)
-            if handler is None:
-                continue
-            msg = decode_or_none(env)
-            if msg is not None and msg.pilot_id in adopted:
-                handler(msg, None)
+            found = self.bus.replayed(env) if handler is not None else None
+            if found is not None and found[0].pilot_id in adopted:
+                handler(*found)
                 replayed += 1
         states = {}
         for pilot_id in adopted:
@@ -151,17 +149,22 @@ class Factory:
             self._set_state(msg.pilot_id, "pending", msg.entry, msg.group)
 
     def on_registered(self, msg: PilotRegistered, ctx: Context) -> None:
-        self._set_state(msg.pilot_id, "idle", msg.entry)
+        if ctx.from_pilot(msg.pilot_id):
+            self._set_state(msg.pilot_id, "idle", msg.entry)
 
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
+        if not ctx.from_pilot(msg.pilot_id):
+            return
         self._set_state(msg.pilot_id, msg.state if msg.state in ("idle", "busy", "retiring")
                         else "idle", msg.entry)
 
     def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
-        self._set_state(msg.pilot_id, "retiring", msg.entry)
+        if ctx.from_pilot(msg.pilot_id):
+            self._set_state(msg.pilot_id, "retiring", msg.entry)
 
     def on_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
-        self.pilots.pop(msg.pilot_id, None)
+        if ctx.from_pilot(msg.pilot_id, or_service=True):
+            self.pilots.pop(msg.pilot_id, None)
 
     def on_request(self, msg: GlideinRequest, ctx: Context) -> None:
         if msg.entry not in self.entries:
@@ -224,7 +227,8 @@ class Factory:
         pilot_id = f"{entry_name}-{uuid.uuid4().hex[:10]}"
         request, _seen = self.requests[entry_name].get(client, (None, 0.0))
         spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
-                          context=self.pilot_context(entry, pilot_id, client, request))
+                          context=self.pilot_context(entry, pilot_id, client, request),
+                          pilot_key=self.pilot_key(pilot_id))
         now = time.time()
         self.pilots[pilot_id] = PilotRecord(pilot_id, entry_name, client, "pending", now, now)
         self.last_launch[entry_name] = now
@@ -233,6 +237,11 @@ class Factory:
                                     factory=self.name, driver=entry.driver,
                                     provider=entry.provider, instance_id=instance.instance_id,
                                     group=client, time=now))
+
+    def pilot_key(self, pilot_id: str) -> bytes:
+        """The key that pilot alone gets (derived from the pool key this factory holds)."""
+        verifier = self.bus.verifier
+        return verifier.key_for(security.pilot(pilot_id)) if verifier is not None else b""
 
     def pilot_context(self, entry: EntryConfig, pilot_id: str, client: str,
                       request: GlideinRequest | None) -> dict[str, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
-from services.runtime import service
+from services.runtime import security, service
 
 from .context import ContextError, load
 from .handlers import Glidein
@@ -27,8 +29,30 @@ def command(context: Path | None) -> int:
     except ContextError as exc:
         print(f"burst glidein: bad pilot context: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
+    try:
+        signer = pilot_signer(ctx.pilot_id, os.environ)
+    except security.AuthError as exc:
+        print(f"burst glidein: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONTEXT
     return service.run("glidein", lambda _settings, bus: Glidein(ctx, bus),
-                       settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}")
+                       settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}",
+                       trust={"signer": signer})
+
+
+def pilot_signer(pilot_id: str, env: Mapping[str, str]) -> security.Signer:
+    """The pilot's own key (given by its factory; never the pool key): it signs what the pilot
+    publishes and opens what is sealed for it."""
+    path = env.get("BURST_PILOT_KEY_FILE")
+    if not path:
+        raise security.AuthError("no pilot key: BURST_PILOT_KEY_FILE is not set (the factory "
+                                 "gives every pilot one)")
+    try:
+        key = bytes.fromhex(Path(path).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise security.AuthError(f"{path}: cannot read the pilot key ({exc})") from None
+    if len(key) != security.KEY_BYTES:
+        raise security.AuthError(f"{path}: not a pilot key")
+    return security.Signer(security.pilot(pilot_id), key)
 
 
 main = service.main_for(command)

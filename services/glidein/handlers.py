@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetire, PilotRetiring
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.condor.claims import claim_digest
 from services.condor.macros import substitute_slot_macros
 from services.condor.pilot import PilotContext
 from services.condor.slot import Resources, slot_ad
@@ -140,7 +141,9 @@ class Glidein:
         self.bus.emit(SlotAdvertised(
             pilot_id=self.ctx.pilot_id, ad=str(ad), state=self.state(), free_cpus=free.cpus,
             free_memory_mb=free.memory_mb, free_disk_mb=free.disk_mb,
-            claims=sorted(self.slot.claims), entry=self.ctx.entry, site=self.ctx.site,
+            # Digests only: a claim id is a capability, and slot ads are public events.
+            claims=sorted(claim_digest(c) for c in self.slot.claims), entry=self.ctx.entry,
+            site=self.ctx.site,
             provider=self.ctx.provider, seq=self.seq, lease_s=self.config.lease_s,
             time=time.time()))
 

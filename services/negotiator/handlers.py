@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from schemas.demand import AutoCluster, DemandSnapshot
 from schemas.pilot import PilotExited, PilotLost, PilotRetiring
 from schemas.slot import Claim, NegotiationCompleted, SlotAdvertised
+from services.condor.claims import claim_digest
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
 
@@ -84,23 +85,29 @@ class Negotiator:
             self._soon()
 
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
+        if not ctx.from_pilot(msg.pilot_id):
+            return
         old = self.slots.get(msg.pilot_id)
         if old is not None and old[0].seq > msg.seq:
             return
         self.slots[msg.pilot_id] = (msg, time.time())
-        advertised = set(msg.claims)
+        advertised = set(msg.claims)  # digests: claim ids never travel in events
         flights = [f for f in self.in_flight.get(msg.pilot_id, [])
-                   if f.claim.claim_id not in advertised]
+                   if claim_digest(f.claim.claim_id) not in advertised]
         self.in_flight[msg.pilot_id] = flights
         if old is None or (old[0].free_cpus, old[0].state) != (msg.free_cpus, msg.state):
             self._soon()
 
     def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
+        if not ctx.from_pilot(msg.pilot_id):
+            return
         entry = self.slots.get(msg.pilot_id)
         if entry is not None:
             self.slots[msg.pilot_id] = (dataclasses.replace(entry[0], state="retiring"), entry[1])
 
     def on_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
+        if not ctx.from_pilot(msg.pilot_id, or_service=True):
+            return
         self.slots.pop(msg.pilot_id, None)
         self.in_flight.pop(msg.pilot_id, None)
 
@@ -167,3 +174,4 @@ def running_cpus_by_owner(demand: dict[str, list[AutoCluster]],
                 cpus = table.job(ac.ad, ac.owner).request.cpus
                 usage[ac.owner] = usage.get(ac.owner, 0.0) + ac.running * cpus
     return usage
+

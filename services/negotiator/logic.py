@@ -40,6 +40,7 @@ from classad2 import ClassAd
 
 from schemas.demand import AutoCluster, MatchAnalysis
 from schemas.slot import Claim, MatchOffer, SlotAdvertised
+from services.condor.claims import new_claim_id
 
 from .accounting import DEFAULT_FLOOR, pie_shares
 
@@ -468,7 +469,7 @@ class _Pass:
         self.claims_made += 1
         msg = slot.msg
         demand.claims.append(Claim(
-            claim_id=f"{self.claim_prefix}.{self.claims_made}",
+            claim_id=new_claim_id(f"{self.claim_prefix}.{self.claims_made}"),
             pilot_id=msg.pilot_id,
             cpus=request.cpus,
             memory_mb=request.memory_mb,

@@ -33,10 +33,11 @@ from typing import Any
 
 import schemas
 
-from . import ackpolicy, codec, metrics, tracing
+from . import ackpolicy, codec, metrics, security, tracing
 from .ackpolicy import RetryPolicy
 from .codec import Envelope, Undecodable
 from .config import Settings
+from .security import AuthError, Principal, Signer, Verifier
 
 log = logging.getLogger("burst.bus")
 
@@ -169,15 +170,30 @@ class Context:
     ids (see codec.derived_message_id).
     """
 
-    def __init__(self, bus: Bus, envelope: Envelope, queue: str):
+    def __init__(self, bus: Bus, envelope: Envelope, queue: str,
+                 principal: Principal | None = None):
         self.bus = bus
         self.envelope = envelope
         self.queue = queue
+        # Who sent it, as its signature proves (security.py); security.UNCHECKED on a bus
+        # that checks nothing (unit tests), None when unsigned.
+        self.principal = principal
         self._published = 0
 
     @property
     def message_id(self) -> str:
         return self.envelope.message_id
+
+    def from_pilot(self, pilot_id: str, *, or_service: bool = False) -> bool:
+        """Whether the message was signed by that pilot (or, if allowed, by a service): a
+        pilot speaks only for itself. A refusal is logged here, once for every handler."""
+        principal = self.principal
+        if principal is not None and (principal.is_pilot(pilot_id)
+                                      or (or_service and principal.is_service)):
+            return True
+        log.warning("event=refused_pilot_message type=%s pilot=%s principal=%s",
+                    self.envelope.type, pilot_id, principal)
+        return False
 
     @property
     def correlation_id(self) -> str | None:
@@ -192,21 +208,35 @@ class Context:
                       message_id=self._next_id())
 
     def send(self, command: Any, to: str | None = None, *,
-             correlation_id: str | None = None) -> None:
+             correlation_id: str | None = None, seal_for: Principal | None = None) -> None:
         self.bus.send(command, to, correlation_id=correlation_id or self.correlation_id,
-                      message_id=self._next_id())
+                      message_id=self._next_id(), seal_for=seal_for)
 
 
 class Bus(abc.ABC):
-    """Publishing, consuming, RPC and timers; see the module docstring."""
+    """Publishing, consuming, RPC and timers; see the module docstring.
 
-    def __init__(self, settings: Settings, service: str):
+    Trust (security.py): a bus with a `signer` signs everything it publishes as that
+    principal; a bus with a `verifier` (services: the pool key) checks every signature it
+    receives. A bus with either enforces each schema's SENDERS (the principal kinds that may
+    send it): a message from anyone else is dead-lettered at once, as is a forged one. A bus
+    with neither (unit tests) checks nothing and hands handlers security.UNCHECKED.
+    """
+
+    def __init__(self, settings: Settings, service: str, *, signer: Signer | None = None,
+                 verifier: Verifier | None = None):
         self.settings = settings
         self.service = service
         self.names = Names(settings.namespace)
         self.subscriptions: list[Subscription] = []
+        self.signer = signer
+        self.verifier = verifier
         self._handled_metrics: dict[tuple[str, str], metrics.HandledMetrics] = {}
         tracing.setup(service)
+
+    @property
+    def enforcing(self) -> bool:
+        return self.signer is not None or self.verifier is not None
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -229,8 +259,9 @@ class Bus(abc.ABC):
         self._publish(self.names.events, env.routing_key, env)
 
     def send(self, command: Any, to: str | None = None, *, correlation_id: str | None = None,
-             message_id: str | None = None) -> None:
-        env = self._envelope(command, correlation_id, message_id)
+             message_id: str | None = None, seal_for: Principal | None = None) -> None:
+        """Send a command; `seal_for` encrypts its body to that pilot (security.py)."""
+        env = self._envelope(command, correlation_id, message_id, seal_for=seal_for)
         self._publish(self.names.cmd, command_key(command, to), env)
 
     @abc.abstractmethod
@@ -283,24 +314,121 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None: ...
 
-    def _envelope(self, msg: Any, correlation_id: str | None, message_id: str | None) -> Envelope:
-        return codec.encode(msg, message_id=message_id, correlation_id=correlation_id,
-                            headers=tracing.current_headers())
+    def _envelope(self, msg: Any, correlation_id: str | None, message_id: str | None, *,
+                  headers: dict | None = None, reply_to: str | None = None,
+                  seal_for: Principal | None = None) -> Envelope:
+        env = codec.encode(msg, message_id=message_id, correlation_id=correlation_id,
+                           headers=tracing.current_headers() if headers is None else headers,
+                           reply_to=reply_to)
+        if not self.enforcing:
+            return env  # a bus that holds no key (unit tests) neither signs nor seals
+        return self._secured(env, seal_for)
+
+    def _secured(self, env: Envelope, seal_for: Principal | None) -> Envelope:
+        """Seal the body to `seal_for` (if given), then sign it as this bus's principal."""
+        body, content_type, extra = env.body, env.content_type, {}
+        if seal_for is not None:
+            body = security.seal(self._key_of(seal_for), body, _aad(env))
+            content_type = codec.SEALED_CONTENT_TYPE
+            extra[security.SEALED_FOR_HEADER] = str(seal_for)
+        if self.signer is not None:
+            extra.update(self.signer.headers(env.type, env.version, env.message_id,
+                                             env.timestamp, body))
+        return Envelope(type=env.type, version=env.version, body=body,
+                        message_id=env.message_id, correlation_id=env.correlation_id,
+                        timestamp=env.timestamp, headers={**env.headers, **extra},
+                        content_type=content_type, routing_key=env.routing_key,
+                        reply_to=env.reply_to)
+
+    def _key_of(self, principal: Principal) -> bytes:
+        if self.verifier is not None:
+            return self.verifier.key_for(principal)
+        if self.signer is not None and self.signer.principal == principal:
+            return self.signer.key
+        raise AuthError(f"this process holds no key to seal for {principal}")
+
+    def _authenticate(self, env: Envelope) -> tuple[Principal | None, Envelope]:
+        """Who sent `env`, and the envelope with its body opened if it was sealed."""
+        principal = None
+        if self.verifier is not None:
+            principal = self.verifier.verify(env.headers, env.type, env.version,
+                                             env.message_id, env.timestamp, env.body)
+        if env.content_type == codec.SEALED_CONTENT_TYPE:
+            env = self._opened(env)
+            if principal is None:
+                # Only the pool's services and this pilot hold the key it opened with.
+                principal = _claimed_service(env.headers)
+        elif not self.enforcing:
+            principal = security.UNCHECKED
+        return principal, env
+
+    def _opened(self, env: Envelope) -> Envelope:
+        sealed_for = env.headers.get(security.SEALED_FOR_HEADER)
+        if isinstance(sealed_for, bytes):
+            sealed_for = sealed_for.decode(errors="replace")
+        if not isinstance(sealed_for, str):
+            raise AuthError("sealed body names no recipient")
+        body = security.open_sealed(self._key_of(Principal.parse(sealed_for)), env.body,
+                                    _aad(env))
+        return Envelope(type=env.type, version=env.version, body=body,
+                        message_id=env.message_id, correlation_id=env.correlation_id,
+                        timestamp=env.timestamp, headers=env.headers,
+                        content_type=codec.CONTENT_TYPE, routing_key=env.routing_key,
+                        reply_to=env.reply_to)
+
+    def replayed(self, env: Envelope) -> tuple[Any, Context] | None:
+        """A message read back from the event log, with a Context as a handler would get it;
+        None when it is forged, undecodable or from a sender its schema refuses (logged)."""
+        try:
+            principal, env = self._authenticate(env)
+            msg = codec.decode(env)
+        except (AuthError, Undecodable) as exc:
+            log.warning("event=replay_skipped type=%s reason=%r", env.type, str(exc))
+            return None
+        refusal = self._refusal(msg, principal)
+        if refusal:
+            log.warning("event=replay_skipped type=%s reason=%r", env.type, refusal)
+            return None
+        return msg, Context(self, env, self.names.event_log, principal)
+
+    def _refusal(self, msg: Any, principal: Principal | None) -> str | None:
+        """Why a message may not be accepted from its sender (SENDERS of its schema)."""
+        senders = getattr(type(msg), "SENDERS", ())
+        if not senders or not self.enforcing or principal is security.UNCHECKED:
+            return None
+        if principal is None:
+            return f"unauthenticated: {msg.NAME} must be signed by a {' or '.join(senders)}"
+        if principal.kind not in senders:
+            return (f"refused: {msg.NAME} may be sent by a {' or '.join(senders)}, "
+                    f"not by {principal}")
+        return None
 
     def _dispatch(self, sub: Subscription, queue: str, env: Envelope) -> tuple[ackpolicy.Outcome,
                                                                                Any]:
         """Decode and handle one message; return what the ack policy says, and any reply."""
         started = time.perf_counter()
         try:
+            principal, env = self._authenticate(env)
+        except AuthError as exc:
+            metrics.DEAD_LETTERED.labels(queue=queue, schema=env.type or "?").inc()
+            log.warning("event=forged queue=%s type=%s reason=%r", queue, env.type, str(exc))
+            return self._dead(env, f"forged: {exc}")
+        try:
             msg = codec.decode(env)
         except Undecodable as exc:
             metrics.DEAD_LETTERED.labels(queue=queue, schema=env.type or "?").inc()
             log.warning("event=undecodable queue=%s type=%s reason=%r", queue, env.type, str(exc))
             return self._dead(env, f"undecodable: {exc}")
+        refusal = self._refusal(msg, principal)
+        if refusal:
+            metrics.DEAD_LETTERED.labels(queue=queue, schema=msg.NAME).inc()
+            log.warning("event=refused queue=%s type=%s principal=%s reason=%r", queue,
+                        msg.NAME, principal, refusal)
+            return self._dead(env, refusal)
         handler = sub.handler_for(msg.NAME)
         if handler is None:
             return self._dead(env, f"no handler for {msg.NAME} on {queue}")
-        ctx = Context(self, env, queue)
+        ctx = Context(self, env, queue, principal)
         attributes = None
         if tracing.recording():  # span attributes, only when a span will carry them
             attributes = {"messaging.destination": queue, "messaging.message_id": env.message_id,
@@ -348,12 +476,30 @@ class Bus(abc.ABC):
         return reply
 
 
-def connect(settings: Settings, service: str, *, memory: bool = False) -> Bus:
+def _aad(env: Envelope) -> str:
+    # Bound to the sealed body: it cannot be replayed under another schema or message id.
+    return f"{env.type}/v{env.version}/{env.message_id}"
+
+
+def _claimed_service(headers: dict) -> Principal:
+    """The service a sealed message names as its sender (only services can seal)."""
+    claimed = headers.get(security.PRINCIPAL_HEADER)
+    try:
+        principal = Principal.parse(claimed) if claimed is not None else None
+    except AuthError:
+        principal = None
+    if principal is not None and principal.kind == "service":
+        return principal
+    return security.service("pool")
+
+
+def connect(settings: Settings, service: str, *, memory: bool = False,
+            signer: Signer | None = None, verifier: Verifier | None = None) -> Bus:
     """The bus a process should use: RabbitMQ, or in-memory for unit tests."""
     if memory:
         from .memory import InMemoryBus
 
-        return InMemoryBus(settings, service)
+        return InMemoryBus(settings, service, signer=signer, verifier=verifier)
     from .rabbit import RabbitBus
 
-    return RabbitBus(settings, service)
+    return RabbitBus(settings, service, signer=signer, verifier=verifier)

@@ -24,6 +24,7 @@ import schemas
 from schemas import SchemaError
 
 CONTENT_TYPE = "application/msgpack"
+SEALED_CONTENT_TYPE = "application/msgpack+sealed"  # encrypted to its recipient (security.py)
 VERSION_HEADER = "x-schema-version"
 
 

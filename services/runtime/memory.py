@@ -42,8 +42,8 @@ def _match(pattern: list[str], words: list[str]) -> bool:
 
 
 class InMemoryBus(Bus):
-    def __init__(self, settings: Settings, service: str = "test"):
-        super().__init__(settings, service)
+    def __init__(self, settings: Settings, service: str = "test", **trust: Any):
+        super().__init__(settings, service, **trust)
         self._lock = threading.Condition()
         self._queues: dict[str, deque[Envelope]] = {}
         self._bindings: list[tuple[str, str, str]] = []  # (exchange, key or pattern, queue)
@@ -132,7 +132,7 @@ class InMemoryBus(Bus):
     def call(self, command: Any, to: str | None = None, *, timeout: float = 10.0) -> Any:
         if threading.get_ident() == self._io_ident:
             raise RuntimeError("call() from a handler would wait for itself")
-        env = codec.encode(command, reply_to="memory.reply")
+        env = self._envelope(command, None, None, headers={}, reply_to="memory.reply")
         fut: Future = Future()
         with self._lock:
             self._rpc[env.message_id] = fut

@@ -150,8 +150,8 @@ def _produce_joined(buffers: deque[bytes], produce: Callable[[], None]) -> None:
 
 
 class RabbitBus(Bus):
-    def __init__(self, settings: Settings, service: str):
-        super().__init__(settings, service)
+    def __init__(self, settings: Settings, service: str, **trust: Any):
+        super().__init__(settings, service, **trust)
         self._params = connection_parameters(settings.amqp_url)
         self._ioloop = IOLoop()
         self._thread: threading.Thread | None = None
@@ -403,7 +403,7 @@ class RabbitBus(Bus):
     def call(self, command: Any, to: str | None = None, *, timeout: float = 10.0) -> Any:
         deadline_ms = int((time.time() + timeout) * 1000)
         headers = {DEADLINE_HEADER: deadline_ms, **tracing.current_headers()}
-        env = codec.encode(command, headers=headers, reply_to=REPLY_TO)
+        env = self._envelope(command, None, None, headers=headers, reply_to=REPLY_TO)
         fut: Future = Future()
 
         def publish() -> None:

@@ -19,10 +19,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 
+from . import security
 from .bus import BrokerUnavailable, Bus, QueueInUse, Subscription, connect
 from .config import PoolConfig, Settings, load_pool_config
 
@@ -50,13 +51,30 @@ def pid_file(settings: Settings, name: str) -> Path:
     return settings.path("run", f"{name}.pid")
 
 
+def service_trust(settings: Settings, name: str) -> dict[str, Any]:
+    """A service signs as service:<name> and checks every signature with the pool key (made
+    on first use: `burst up` and every service on one state dir share it)."""
+    pool_key = security.load_pool_key(security.pool_key_path(settings.state_dir), create=True)
+    verifier = security.Verifier(pool_key)
+    return {"signer": verifier.signer_for(security.service(name)), "verifier": verifier}
+
+
 def run(name: str, build: Callable[[Settings, Bus], Service], *,
-        settings: Settings | None = None, instance: str | None = None) -> int:
-    """Run a service until SIGTERM/SIGINT; returns the process exit code."""
+        settings: Settings | None = None, instance: str | None = None,
+        trust: dict[str, Any] | None = None) -> int:
+    """Run a service until SIGTERM/SIGINT; returns the process exit code.
+
+    `trust` is the bus's signer and verifier (security.py); a service's by default.
+    """
     settings = settings or Settings.from_env()
     setup_logging(instance or name)
     log = logging.getLogger(f"burst.{name}")
-    bus = connect(settings, instance or name)
+    try:
+        trust = trust if trust is not None else service_trust(settings, instance or name)
+    except (security.AuthError, OSError) as exc:
+        print(f"burst {name}: {exc}", file=sys.stderr)
+        return 1
+    bus = connect(settings, instance or name, **trust)
     service = build(settings, bus)
     for sub in service.subscriptions():
         bus.subscribe(sub)

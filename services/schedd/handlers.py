@@ -23,7 +23,8 @@ import classad2
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
-from schemas.slot import MatchOffer
+from schemas.slot import ClaimActivate, JobKill, MatchOffer
+from services.runtime import security
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
@@ -36,6 +37,7 @@ log = logging.getLogger("burst.schedd")
 DEMAND_DEBOUNCE_S = 0.3
 DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
+TO_PILOTS = (ClaimActivate, JobKill)  # commands sealed to the pilot they are sent to
 
 
 class Schedd:
@@ -84,6 +86,9 @@ class Schedd:
             publish = ctx if ctx is not None else self.bus
             if out.kind == "emit":
                 publish.emit(out.message)
+            elif isinstance(out.message, TO_PILOTS):
+                # A job's environment and input files go to that pilot alone: sealed to it.
+                publish.send(out.message, out.to, seal_for=security.pilot(out.to))
             else:
                 publish.send(out.message, out.to)
         self._demand_dirty = True
@@ -92,6 +97,8 @@ class Schedd:
     # --- submission ---------------------------------------------------------------------------
 
     def on_cluster_new(self, msg: J.ClusterNew, ctx: Context) -> J.ClusterAllocated:
+        _require_owner(ctx, msg.owner, "submit jobs")
+
         def allocate(tx: Tx) -> J.ClusterAllocated:
             cluster = tx.next_cluster()
             tx.execute("INSERT INTO clusters (cluster, owner, allocated_at) VALUES (?, ?, ?)",
@@ -101,6 +108,7 @@ class Schedd:
         return self._transact(ctx, allocate)
 
     def on_job_submit(self, msg: J.JobSubmit, ctx: Context) -> J.JobSubmitted:
+        _require_owner(ctx, msg.owner, "submit jobs")
         ads = []
         for proc in msg.procs:
             try:
@@ -117,6 +125,8 @@ class Schedd:
             raise PermanentError(f"cluster {msg.cluster} was not allocated by schedd {self.name}")
         if row["submitted_at"] is not None:
             raise PermanentError(f"cluster {msg.cluster} was already submitted")
+        if row["owner"] != msg.owner:
+            raise PermanentError(f"cluster {msg.cluster} belongs to {row['owner']}")
         now = time.time()
         ids = []
         for proc, ad in ads:
@@ -150,8 +160,11 @@ class Schedd:
             where += " AND state NOT IN ('completed', 'removed')"
         rows = self.store.read(f"SELECT * FROM jobs WHERE {where} ORDER BY cluster, proc",
                                tuple(args))
+        viewer = ctx.principal or security.UNCHECKED
         return J.JobList(schedd=self.name,
-                         jobs=[queue.job_view(dict(r), self.reasons) for r in rows])
+                         jobs=[queue.job_view(dict(r), self.reasons,
+                                              details=viewer.may_act_for(r["owner"]))
+                               for r in rows])
 
     @staticmethod
     def _selector(ids: list[str]) -> tuple[str, list]:
@@ -175,16 +188,19 @@ class Schedd:
         if msg.action not in logic.ACTIONS:
             raise PermanentError(f"unknown action {msg.action!r}")
         where, args = self._selector(msg.ids)
-        return self._transact(ctx, lambda tx: self._act(tx, msg, where, args))
+        actor = ctx.principal or security.UNCHECKED
+        return self._transact(ctx, lambda tx: self._act(tx, msg, where, args, actor))
 
-    def _act(self, tx: Tx, msg: J.JobAction, where: str, args: list) -> J.JobActionResult:
+    def _act(self, tx: Tx, msg: J.JobAction, where: str, args: list,
+             actor: security.Principal) -> J.JobActionResult:
         jobs = [Job.from_row(row) for row in tx.all(f"SELECT * FROM jobs WHERE {where}",
                                                     tuple(args))]
         skipped = logic.missing_ids(msg.ids, [job.id for job in jobs])
         changed = []
         now = time.time()
         for job in jobs:
-            plan = logic.job_action(job, msg.action, msg.reason, schedd=self.name, now=now)
+            plan = logic.job_action(job, msg.action, msg.reason, actor=actor, schedd=self.name,
+                                    now=now)
             self._apply(tx, plan)
             if plan.refused:
                 skipped[job.id] = plan.refused
@@ -213,23 +229,33 @@ class Schedd:
     # --- reports ------------------------------------------------------------------------------
 
     def on_job_report(self, msg: J.JobReport, ctx: Context) -> None:
-        self._transact(ctx, lambda tx: self._apply_report(tx, msg))
+        sender = ctx.principal or security.UNCHECKED
+        self._transact(ctx, lambda tx: self._apply_report(tx, msg, sender))
 
-    def _apply_report(self, tx: Tx, msg: J.JobReport) -> None:
-        cluster, proc = queue.parse_job_id(msg.job_id)
+    def _apply_report(self, tx: Tx, msg: J.JobReport, sender: security.Principal) -> None:
+        try:
+            cluster, proc = queue.parse_job_id(msg.job_id)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
         row = tx.one("SELECT * FROM jobs WHERE cluster = ? AND proc = ?", (cluster, proc))
         job = Job.from_row(row) if row is not None else None
-        outputs = _write_outputs(job, msg) if logic.returns_outputs(job, msg) else None
+        outputs = _write_outputs(job, msg) if logic.returns_outputs(job, msg, sender) else None
         try:
-            plan = logic.job_report(job, msg, schedd=self.name, now=time.time(), outputs=outputs)
+            plan = logic.job_report(job, msg, sender=sender, schedd=self.name, now=time.time(),
+                                    outputs=outputs)
         except logic.InvalidMessage as exc:
             raise PermanentError(str(exc)) from None
-        if plan.refused:
-            log.info("event=stale_report job=%s claim=%s state=%s", msg.job_id, msg.claim_id,
-                     msg.state)
+        if plan.refused.startswith("forged"):
+            log.warning("event=refused_report job=%s state=%s reason=%r", msg.job_id,
+                        msg.state, plan.refused)
+        elif plan.refused:
+            log.info("event=stale_report job=%s state=%s", msg.job_id, msg.state)
         self._apply(tx, plan)
 
     def on_pilot_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
+        if not ctx.from_pilot(msg.pilot_id, or_service=True):
+            return
+
         def requeue(tx: Tx) -> None:
             rows = tx.all("SELECT * FROM jobs WHERE pilot_id = ? AND claim_id IS NOT NULL AND "
                           "state IN ('idle', 'running')", (msg.pilot_id,))
@@ -290,6 +316,13 @@ class Schedd:
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
                             running=int(r["running"] or 0), desired_sites=r["desired_sites"])
                 for r in rows]
+
+
+def _require_owner(ctx: Context, owner: str, what: str) -> None:
+    """Only `owner` (or an administrator) may act as `owner`."""
+    principal = ctx.principal or security.UNCHECKED
+    if not principal.may_act_for(owner):
+        raise PermanentError(f"refused: {principal.name} may not {what} as {owner}")
 
 
 def _read_inputs(job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:

@@ -28,6 +28,7 @@ import classad2
 from schemas import job as J
 from schemas.slot import Claim, ClaimActivate, JobKill
 from services.condor import jobad
+from services.runtime.security import Principal
 
 from . import userlog
 from .queue import job_id
@@ -107,8 +108,12 @@ def refused(job: Job | None, reason: str) -> Plan:
 # --- user actions ----------------------------------------------------------------------------
 
 
-def job_action(job: Job, action: str, reason: str, *, schedd: str, now: float) -> Plan:
-    """rm, hold or release of one job (`reason` as the user gave it, maybe "")."""
+def job_action(job: Job, action: str, reason: str, *, actor: Principal, schedd: str,
+               now: float) -> Plan:
+    """rm, hold or release of one job by `actor` (`reason` as the user gave it, maybe "")."""
+    if not actor.may_act_for(job.owner):
+        return refused(job, f"is owned by {job.owner}; only its owner or an administrator "
+                            f"may {action} it")
     if action == "release":
         if job.state != "held":
             return refused(job, f"is {job.state}, not held")
@@ -155,9 +160,9 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
         memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
         output_files=jobad.string_list(ad, "TransferOutput"),
         stream_names=jobad.stream_names(ad))
-    matched = J.JobMatched(schedd=schedd, job_id=job.id, owner=job.owner,
-                           claim_id=claim.claim_id, pilot_id=claim.pilot_id, entry=claim.entry,
-                           site=claim.site)
+    # The claim id is a capability: never on the public event stream (the field stays, empty).
+    matched = J.JobMatched(schedd=schedd, job_id=job.id, owner=job.owner, claim_id="",
+                           pilot_id=claim.pilot_id, entry=claim.entry, site=claim.site)
     return Plan(job, {"claim_id": claim.claim_id, "pilot_id": claim.pilot_id,
                       "entry": claim.entry, "site": claim.site, "provider": claim.provider,
                       "matched_at": now},
@@ -167,22 +172,27 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
 # --- reports from pilots ---------------------------------------------------------------------
 
 
-def is_current(job: Job | None, report: J.JobReport) -> bool:
-    """A report counts only for the claim the job holds now; any other is stale."""
-    return job is not None and job.claim_id == report.claim_id
+def is_current(job: Job | None, report: J.JobReport, sender: Principal) -> bool:
+    """A report counts only for the claim the job holds now, signed by the pilot that holds
+    it; any other is stale or forged."""
+    return (job is not None and job.claim_id == report.claim_id
+            and report.pilot_id == job.pilot_id and sender.is_pilot(job.pilot_id))
 
 
-def returns_outputs(job: Job | None, report: J.JobReport) -> bool:
+def returns_outputs(job: Job | None, report: J.JobReport, sender: Principal) -> bool:
     """Whether the report's outputs are to be written (before job_report decides)."""
-    return is_current(job, report) and report.state in FINISHED
+    return is_current(job, report, sender) and report.state in FINISHED
 
 
-def job_report(job: Job | None, report: J.JobReport, *, schedd: str, now: float,
-               outputs: list[str] | TransferFailed | None = None) -> Plan:
-    """A pilot's report on a job. For exited and held reports, `outputs` is what writing
-    the returned files gave: the paths written, or why they could not be."""
-    if job is None or not is_current(job, report):
+def job_report(job: Job | None, report: J.JobReport, *, sender: Principal, schedd: str,
+               now: float, outputs: list[str] | TransferFailed | None = None) -> Plan:
+    """A pilot's report on a job, signed by `sender`. For exited and held reports,
+    `outputs` is what writing the returned files gave: the paths written, or why not."""
+    if job is None or job.claim_id != report.claim_id:
         return refused(job, "stale: the job does not hold this claim")
+    if not is_current(job, report, sender):
+        return refused(job, f"forged: signed by {sender}, but the claim is pilot "
+                            f"{job.pilot_id}'s")
     where = {"pilot_id": report.pilot_id, "entry": report.entry or job.entry,
              "site": report.site or job.site, "provider": report.provider or job.provider}
     if report.state == "running":

@@ -95,10 +95,23 @@ def idle_reason(reasons_by_source: dict[str, dict[str, str]], autocluster: str) 
     return "; ".join(dict.fromkeys(found))
 
 
-def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]]) -> JobInfo:
+def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
+             details: bool = True) -> JobInfo:
+    """What `burst q` shows of a job; without `details` (another owner's job) only what the
+    public event stream says anyway: no command, arguments or reasons."""
+    state = row["state"]
+    if not details:
+        return JobInfo(id=job_id(row["cluster"], row["proc"]), owner=row["owner"], state=state,
+                       exit_code=row["exit_code"],
+                       entry=row["entry"] if state != "idle" else None,
+                       site=row["site"] if state != "idle" else None,
+                       provider=row["provider"] if state != "idle" else None,
+                       request_cpus=row["request_cpus"],
+                       request_memory_mb=row["request_memory_mb"],
+                       request_disk_mb=row["request_disk_mb"],
+                       submitted_at=row["submitted_at"], runs=row["runs"])
     ad = classad2.ClassAd(row["ad"])
     args = ad.get("Arguments", "")
-    state = row["state"]
     return JobInfo(
         id=job_id(row["cluster"], row["proc"]),
         owner=row["owner"],

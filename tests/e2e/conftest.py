@@ -67,7 +67,6 @@ class Pool:
             "BURST_CONFIG": str(root / "burst.toml"),
             "BURST_STATE_DIR": str(root / "state"),
             "BURST_NAMESPACE": f"e2e{uuid.uuid4().hex[:8]}",
-            "BURST_OWNER": "tester",
         }
         self.settings = Settings.from_env(self.env)
 
@@ -100,6 +99,16 @@ class Pool:
         (job,) = self.json("q", job_id)
         return job
 
+    def token(self, user: str, *extra: str) -> Path:
+        """A token file for `user` (issued by the pool's administrator: whoever ran up)."""
+        path = self.root / f"{user}.token"
+        self.ok("token", "issue", user, "--out", str(path), *extra)
+        return path
+
+    def as_user(self, user: str) -> None:
+        """From now on, `burst` commands act as `user` (not an administrator)."""
+        self.env["BURST_TOKEN_FILE"] = str(self.token(user))
+
     @staticmethod
     def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
         return wait_until(predicate, timeout, what, poll_s=0.3)
@@ -115,6 +124,7 @@ def pool(tmp_path_factory):
     if not broker_answers(p.settings):
         pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
     p.ok("up", "-d")
+    p.as_user("tester")
     yield p
     p.burst("down")
     _delete_namespace(p)

@@ -14,9 +14,10 @@ import pytest
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetiring
 from schemas.slot import ClaimActivate, SlotAdvertised
+from services.runtime import security
 from services.runtime.bus import Subscription, connect
 from services.runtime.rabbit import delete_namespace
-from services.runtime.service import pid_file
+from services.runtime.service import pid_file, service_trust
 from tests.helpers import Inbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,10 @@ class PilotProcess:
 @pytest.fixture
 def start_pilot(rabbit_settings, tmp_path):
     settings = rabbit_settings
-    bus = connect(settings, "test")
+    # The pretend schedd is a service: it holds the pool key, seals what it sends a pilot
+    # and checks the pilot's signatures, as the real one does.
+    trust = service_trust(settings, "test")
+    bus = connect(settings, "test", **trust)
     started: list[PilotProcess] = []
     inboxes = PilotProcess("", None, tmp_path / "glidein.log")  # filled by the handlers
     bus.subscribe(Subscription("schedd.test", target="test",
@@ -50,9 +54,12 @@ def start_pilot(rabbit_settings, tmp_path):
     bus.start()
 
     def start(pilot_id: str, **context: str) -> PilotProcess:
+        key_file = tmp_path / f"{pilot_id}.key"
+        key = trust["verifier"].key_for(security.pilot(pilot_id))
+        security.write_private(key_file, key.hex())
         env = {**os.environ, "AMQP_URL": settings.amqp_url,
                "BURST_NAMESPACE": settings.namespace, "BURST_STATE_DIR": str(settings.state_dir),
-               "BURST_PILOT_ID": pilot_id, **context}
+               "BURST_PILOT_ID": pilot_id, "BURST_PILOT_KEY_FILE": str(key_file), **context}
         with open(inboxes.log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "services.glidein"], env=env,
                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -103,7 +110,8 @@ def test_pilot_process_runs_a_job_and_retires_when_idle(start_pilot):
     assert pid_file(start_pilot.settings, f"pilot-{pilot_id}").read_text().strip() == \
         str(p.proc.pid)
 
-    start_pilot.bus.send(activation(pilot_id, "/bin/echo", "hello"), to=pilot_id)
+    start_pilot.bus.send(activation(pilot_id, "/bin/echo", "hello"), to=pilot_id,
+                         seal_for=security.pilot(pilot_id))
     running = p.reports.wait_for_item(
         lambda r: isinstance(r, JobReport) and r.state == "running", what="the running report")[0]
     assert (running.site, running.entry, running.provider) == ("TestSite", "local_test", "local")
@@ -122,7 +130,8 @@ def test_sigterm_kills_the_running_job_and_says_terminated(start_pilot):
     pilot_id = f"itest-term-{os.getpid()}"
     p = start_pilot(pilot_id)
     p.events.wait_for_item(lambda e: isinstance(e, PilotRegistered), what="register")
-    start_pilot.bus.send(activation(pilot_id, "/bin/sleep", "60"), to=pilot_id)
+    start_pilot.bus.send(activation(pilot_id, "/bin/sleep", "60"), to=pilot_id,
+                         seal_for=security.pilot(pilot_id))
     p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
     p.proc.terminate()
     exited = p.events.wait_for_item(lambda e: isinstance(e, PilotExited), what="pilot.exited")[0]

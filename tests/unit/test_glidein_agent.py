@@ -17,6 +17,7 @@ import pytest
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRetire
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.condor.claims import claim_digest
 from services.condor.pilot import PilotContext
 from services.glidein.handlers import AgentConfig, Glidein
 from services.runtime.bus import Subscription, connect
@@ -131,7 +132,9 @@ def test_a_job_runs_and_reports_running_then_exited_with_outputs(pilot):
     assert done.output_files == {"out.txt": b"x\n"} and done.pilot_id == "p1"
     p.events.wait_for(lambda box: box.of(SlotAdvertised)[-1].state == "idle", what="idle ad")
     ads = p.events.of(SlotAdvertised)
-    assert any(a.state == "busy" and a.claims == ["c1"] and a.free_cpus == 2 for a in ads)
+    # The public ad names the claim by its digest, never the claim id itself.
+    assert any(a.state == "busy" and a.claims == [claim_digest("c1")] and a.free_cpus == 2
+               for a in ads)
     assert [a.seq for a in ads] == sorted({a.seq for a in ads})  # strictly increasing
     assert p.last_ad().free_cpus == 4 and p.states("c1") == ["running", "exited"]
 
@@ -264,9 +267,13 @@ def test_lifetime_drains_and_lets_the_running_job_finish(pilot):
 
 def test_sigterm_kills_running_jobs_and_says_terminated(pilot):
     p = pilot()
-    p.activate(files={"job.sh": b"#!/bin/sh\ntrap '' TERM\nwhile true; do sleep 0.05; done\n"})
+    p.activate(files={"job.sh": b"#!/bin/sh\ntrap '' TERM\n: > trapped\n"
+                                b"while true; do sleep 0.05; done\n"})
     p.report("c1", "running")
     pid = p.glidein.jobs["c1"].proc.pid
+    # SIGTERM before the shell has set its trap would end it at once: wait until it has.
+    wait_until(lambda: (p.ctx.work_dir / "execute" / "c1" / "trapped").exists(),
+               what="the job to ignore SIGTERM")
     started = time.monotonic()
     p.glidein.stopping()  # what service.run calls on SIGTERM, from the main thread
     exited = p.exited()

@@ -7,6 +7,8 @@ import pytest
 
 from schemas import job as J
 from schemas.slot import Claim, ClaimActivate, JobKill
+from services.runtime import security
+from services.runtime.security import Principal
 from services.schedd import logic
 from services.schedd.logic import Job, TransferFailed
 from services.schedd.store import Store
@@ -37,12 +39,17 @@ def report(state: str, claim_id: str = "c1", **fields) -> J.JobReport:
     return J.JobReport(job_id="7.2", claim_id=claim_id, pilot_id="p1", state=state, **fields)
 
 
-def act(j: Job, action: str, reason: str = "") -> logic.Plan:
-    return logic.job_action(j, action, reason, schedd="s1", now=NOW)
+PILOT_P1 = security.pilot("p1")
+ALICE = Principal("user", "alice", "t1")
 
 
-def decide(j: Job | None, r: J.JobReport, outputs=None) -> logic.Plan:
-    return logic.job_report(j, r, schedd="s1", now=NOW, outputs=outputs)
+def act(j: Job, action: str, reason: str = "", actor: Principal = ALICE) -> logic.Plan:
+    return logic.job_action(j, action, reason, actor=actor, schedd="s1", now=NOW)
+
+
+def decide(j: Job | None, r: J.JobReport, outputs=None,
+           sender: Principal = PILOT_P1) -> logic.Plan:
+    return logic.job_report(j, r, sender=sender, schedd="s1", now=NOW, outputs=outputs)
 
 
 def log_codes(plan: logic.Plan) -> list[str]:
@@ -142,7 +149,7 @@ def test_activation_sends_the_job_and_its_files_to_the_claims_pilot():
     assert activation.output_files == ["result.txt"]
     assert activation.stream_names == {"stdout": "job.out"}
     assert plan.events == (J.JobMatched(schedd="s1", job_id="7.2", owner="alice",
-                                        claim_id="c9", pilot_id="p9", entry="e9",
+                                        claim_id="", pilot_id="p9", entry="e9",
                                         site="SiteB"),)
     assert plan.user_log == ()
 
@@ -185,7 +192,7 @@ def test_a_report_without_a_place_keeps_the_one_from_the_match():
     (None, report("exited", exit_code=0)),  # no such job in this queue
 ])
 def test_stale_reports_change_nothing(j, r):
-    assert not logic.returns_outputs(j, r)
+    assert not logic.returns_outputs(j, r, PILOT_P1)
     plan = decide(j, r, outputs=[])
     assert nothing_happens(plan) and plan.refused.startswith("stale")
 
@@ -201,7 +208,7 @@ def test_a_rejected_claim_puts_the_job_back_to_idle():
 
 def test_exited_report_completes_the_job_with_its_outputs():
     r = report("exited", exit_code=3, wall_seconds=4.0)
-    assert logic.returns_outputs(on_pilot("running"), r)
+    assert logic.returns_outputs(on_pilot("running"), r, PILOT_P1)
     plan = decide(on_pilot("running", started_at=NOW - 10), r, outputs=["/iwd/job.out"])
     assert plan.changes == {"state": "completed", "exit_code": 3, "exit_signal": None,
                             "finished_at": NOW, "started_at": NOW - 10, "pilot_id": "p1",
@@ -223,7 +230,8 @@ def test_a_job_that_ended_before_its_running_report_gets_its_start_from_the_wall
 
 def test_a_held_report_holds_the_job_with_the_pilots_reason():
     r = report("held", reason="memory usage 300 MiB exceeded request_memory 128 MiB")
-    assert logic.returns_outputs(on_pilot("running"), r)  # its stdout and stderr come back
+    # its stdout and stderr come back
+    assert logic.returns_outputs(on_pilot("running"), r, PILOT_P1)
     plan = decide(on_pilot("running"), r, outputs=["/iwd/job.out"])
     assert plan.changes["state"] == "held" and plan.changes["claim_id"] is None
     assert plan.events[0].reason == r.reason and log_codes(plan) == ["012"]
@@ -239,7 +247,7 @@ def test_outputs_that_cannot_be_written_hold_the_job(state):
 
 
 def test_an_unknown_report_state_is_refused_as_a_bad_message():
-    assert not logic.returns_outputs(on_pilot("running"), report("sleeping"))
+    assert not logic.returns_outputs(on_pilot("running"), report("sleeping"), PILOT_P1)
     with pytest.raises(logic.InvalidMessage, match="unknown job report state 'sleeping'"):
         decide(on_pilot("running"), report("sleeping"))
 
@@ -286,7 +294,7 @@ def test_a_job_reads_from_a_queue_row_and_its_ad_without_a_user_log_logs_nothing
            "matched_at": None, "started_at": None, "runs": 0, "exit_code": None}
     j = Job.from_row(row)
     assert (j.id, j.state) == ("1.0", "held")
-    plan = act(j, "release")
+    plan = act(j, "release", actor=Principal("user", "bob", "t2"))
     assert plan.user_log == () and plan.events[0].owner == "bob"
 
 
@@ -295,3 +303,34 @@ def test_the_store_refuses_columns_it_does_not_have(tmp_path):
     with pytest.raises(ValueError, match="no such job columns"), store.transaction() as tx:
         tx.update_job(1, 0, {"state": "idle", "stat": "oops"})
     store.close()
+
+
+# --- who may: reports only from the claim's pilot, actions only by the owner --------------
+
+
+@pytest.mark.parametrize("sender", [security.pilot("p2"), security.service("factory"),
+                                    ALICE])
+def test_a_report_signed_by_anyone_but_the_claims_pilot_changes_nothing(sender):
+    r = report("exited", exit_code=0, stdout=b"forged")
+    assert not logic.returns_outputs(on_pilot("running"), r, sender)  # nothing written
+    plan = decide(on_pilot("running"), r, outputs=[], sender=sender)
+    assert nothing_happens(plan) and plan.refused.startswith("forged")
+
+
+def test_a_report_naming_another_pilot_than_the_claims_changes_nothing():
+    r = J.JobReport(job_id="7.2", claim_id="c1", pilot_id="p2", state="exited", exit_code=0)
+    plan = decide(on_pilot("running"), r, outputs=[], sender=security.pilot("p2"))
+    assert nothing_happens(plan)
+
+
+@pytest.mark.parametrize("action", ["remove", "hold", "release"])
+def test_another_owner_may_not_act_on_a_job(action):
+    plan = act(job("held" if action == "release" else "idle"), action,
+               actor=Principal("user", "mallory", "t9"))
+    assert nothing_happens(plan)
+    assert plan.refused == f"is owned by alice; only its owner or an administrator may {action} it"
+
+
+def test_an_administrator_may_act_on_anyones_job():
+    plan = act(job("idle"), "remove", actor=Principal("user", "root", "t0", admin=True))
+    assert plan.changes["state"] == "removed"

@@ -20,6 +20,8 @@ class LaunchSpec:
     entry: str
     group: str  # the client (frontend.group) the pilot is launched for
     context: dict[str, str] = field(default_factory=dict)  # the glidein's BURST_* context
+    # The pilot's own key (security.py), for this pilot alone: never logged, never in an event.
+    pilot_key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import psutil
 
+from services.runtime import security
+
 from . import Instance, LaunchSpec
+
+POOL_ONLY = ("BURST_POOL_KEY_FILE",)  # what the factory's environment holds that a pilot must not
 
 
 class LocalDriver:
@@ -41,7 +45,12 @@ class LocalDriver:
         meta = {"pilot_id": spec.pilot_id, "entry": spec.entry, "group": spec.group,
                 "launched_at": time.time()}
         (home / "meta.json").write_text(json.dumps(meta))
-        env = {**os.environ, **spec.context, "BURST_PILOT_WORK_DIR": str(home / "work")}
+        env = {key: value for key, value in os.environ.items() if key not in POOL_ONLY}
+        env.update(spec.context, BURST_PILOT_WORK_DIR=str(home / "work"))
+        if spec.pilot_key:
+            key_file = home / "pilot.key"
+            security.write_private(key_file, spec.pilot_key.hex() + "\n")
+            env["BURST_PILOT_KEY_FILE"] = str(key_file)
         with open(home / "glidein.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.glidein"], env=env, stdin=subprocess.DEVNULL,

@@ -46,7 +46,7 @@ class PilotRegistered:
     instance_type: str = ""
     host: str = ""
     pid: int = 0
-    context_source: str = ""  # env | file | imds | context-disk
+    context_source: str = ""  # env | file | imds-v2 | imds-v1 | config-drive | context-disk
     time: float = 0.0
 
 

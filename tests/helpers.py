@@ -61,3 +61,18 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", poll_s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(poll_s)
+
+
+def processes_where(variable: str, match) -> list:
+    """Live processes whose environment `variable` satisfies match(value): a pilot's jobs
+    (BURST_PILOT_ID), a VM's glidein (BURST_PILOT_WORK_DIR under the cloud's VM disks)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and match(proc.environ().get(variable, "")):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found

@@ -161,7 +161,7 @@ def service(ctx: click.Context, name: str) -> None:
     """Run one service in the foreground (what compose uses): burst service NAME [--help]."""
     from .launch import launch
 
-    known = stack.SERVICES + ("glidein",)
+    known = stack.SERVICES + ("glidein", stack.CLOUD)
     if name in ("-h", "--help"):
         click.echo(ctx.get_help())
         click.echo(f"\nservices: {', '.join(known)}")
@@ -361,6 +361,10 @@ def status(as_json: bool, since: str) -> None:
         if event is not None:
             view.apply(event)
     services = {st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
+    if stack.CLOUD in services:
+        from services.cloud.endpoint import read_info
+
+        services[stack.CLOUD]["endpoint"] = (read_info(s) or {}).get("endpoint")
     result = {"entries": view.entry_rows(), "jobs": view.job_counts(), "slots": view.slots(),
               "vms": view.vms(), "services": services}
     if as_json:

@@ -2,6 +2,8 @@
 
     burst up -d ──▶ python -m services.<name>  (one per service, own session, log file)
                     └── waits for <state>/run/<name>.pid, written once the service consumes
+                    the embedded cloud first, when an entry has endpoint = "embedded":
+                    the factory finds its endpoint in run/cloud.json
     burst down  ──▶ SIGTERM to services and local pilots, waits for them to exit
 
 Services keep their state in the broker and (the schedd) in SQLite, so a
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import psutil
 
-from services.runtime.config import REPO_ROOT, Settings
+from services.runtime.config import REPO_ROOT, ConfigError, Settings, load_pool_config
 
 SERVICES = ("schedd", "negotiator", "frontend", "factory")
+CLOUD = "cloud"  # the embedded cloud, only where the configuration asks for it
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 
@@ -58,18 +61,35 @@ def alive(pid: int | None) -> bool:
         return False
 
 
+def wants_cloud(settings: Settings) -> bool:
+    try:
+        pool = load_pool_config(settings.config_path)
+    except ConfigError:
+        return False
+    return any(entry.endpoint == "embedded" for entry in pool.entries)
+
+
+def stack_services(settings: Settings) -> tuple[str, ...]:
+    """What `burst up` runs: the embedded cloud first (if configured), then SERVICES."""
+    return ((CLOUD,) if wants_cloud(settings) else ()) + SERVICES
+
+
 def service_states(settings: Settings) -> list[ServiceState]:
     states = []
-    for name in SERVICES:
+    names = stack_services(settings)
+    if CLOUD not in names and pid_path(settings, CLOUD).exists():
+        names = (CLOUD, *names)  # still running from before the configuration changed
+    for name in names:
         pid = read_pid(pid_path(settings, name))
         states.append(ServiceState(name, pid, alive(pid)))
     return states
 
 
-def start(settings: Settings, names: tuple[str, ...] = SERVICES) -> dict[str, subprocess.Popen]:
+def start(settings: Settings, names: tuple[str, ...] | None = None
+          ) -> dict[str, subprocess.Popen]:
     """Start the services that are not running; returns the processes started."""
     started = {}
-    for name in names:
+    for name in stack_services(settings) if names is None else names:
         if alive(read_pid(pid_path(settings, name))):
             continue
         pid_path(settings, name).unlink(missing_ok=True)
@@ -83,6 +103,8 @@ def start(settings: Settings, names: tuple[str, ...] = SERVICES) -> dict[str, su
                 [sys.executable, "-m", f"services.{name}"], env=env, cwd=str(REPO_ROOT),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
+        if name == CLOUD:  # the factory resolves "embedded" through it: ready first
+            wait_ready(settings, {CLOUD: started[CLOUD]})
     return started
 
 

@@ -39,7 +39,11 @@ class PilotContext:
     state_dir: Path = Path(".burst").absolute()
     work_dir: Path = Path(".burst").absolute()
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
-    source: str = "env"  # env | file | imds | context-disk
+    source: str = "env"  # env | file | imds-v2 | imds-v1 | config-drive | context-disk
+    # The pilot's own key (services/runtime/security.py): a file (local pilots), or, until the
+    # metadata broker hands it over in a token exchange, the hex key from the VM's user data.
+    key_file: Path | None = None
+    key_hex: str = field(default="", repr=False)
 
     def settings(self) -> Settings:
         """Bus settings for this pilot (validates the namespace like every service does)."""

@@ -37,12 +37,13 @@ from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import EntryConfig, PoolConfig, Settings
 
 from . import logic
-from .drivers import Driver, LaunchSpec, make_driver
+from .drivers import Driver, Instance, LaunchSpec, make_driver
 from .prototype import prototype_ad
 
 log = logging.getLogger("burst.factory")
 
 REQUEST_LIFETIME_S = 180.0  # a request not renewed for this long no longer drives anything
+EXIT_GRACE_S = 60.0  # a VM still running this long after its pilot ended is terminated
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Factory:
         self.pool = pool
         self.bus = bus
         self.entries = {e.name: e for e in pool.entries}
-        self.drivers = drivers or {e.name: make_driver(e.driver, settings, e)
+        self.drivers = drivers or {e.name: make_driver(e.driver, settings, e, emit=bus.emit)
                                    for e in pool.entries}
         self.policies = {e.name: logic.EntryPolicy.from_config(e) for e in pool.entries}
         # entry -> client -> (latest request, when it arrived)
@@ -71,6 +72,8 @@ class Factory:
             e: {} for e in self.entries}
         self.pilots: dict[str, PilotRecord] = {}
         self.last_launch: dict[str, float] = {}
+        self.ended: dict[str, tuple[str, float]] = {}  # pilot id -> (entry, when it ended)
+        self.exit_grace_s = EXIT_GRACE_S
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -103,7 +106,12 @@ class Factory:
         """
         adopted = {}
         for entry, driver in self.drivers.items():
-            for inst in driver.instances(entry):
+            try:
+                listed = driver.instances(entry)
+            except Exception:  # a cloud that does not answer now is asked again each cycle
+                log.exception("event=adopt_failed entry=%s", entry)
+                continue
+            for inst in listed:
                 if inst.state == "running" and inst.pilot_id not in self.pilots:
                     adopted[inst.pilot_id] = PilotRecord(
                         inst.pilot_id, entry, inst.group, "pending", inst.launched_at, time.time())
@@ -163,8 +171,11 @@ class Factory:
             self._set_state(msg.pilot_id, "retiring", msg.entry)
 
     def on_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
-        if ctx.from_pilot(msg.pilot_id, or_service=True):
-            self.pilots.pop(msg.pilot_id, None)
+        if not ctx.from_pilot(msg.pilot_id, or_service=True):
+            return
+        self.pilots.pop(msg.pilot_id, None)
+        if msg.entry in self.entries:
+            self.ended[msg.pilot_id] = (msg.entry, time.time())  # its VM may outlive it
 
     def on_request(self, msg: GlideinRequest, ctx: Context) -> None:
         if msg.entry not in self.entries:
@@ -189,10 +200,19 @@ class Factory:
                 self.reconcile_entry(entry)
             except Exception:
                 log.exception("event=reconcile_failed entry=%s", entry)
+        for entry, driver in self.drivers.items():
+            flush = getattr(driver, "flush", None)  # drivers that batch terminations
+            if flush is not None:
+                try:
+                    flush()
+                except Exception:
+                    log.exception("event=terminate_failed entry=%s", entry)
 
     def reconcile_entry(self, entry: str) -> None:
         now = time.time()
-        self._notice_vanished(entry)
+        listed = self.drivers[entry].instances(entry)
+        self._notice_vanished(entry, listed)
+        self._end_leftover_vms(entry, listed)
         mine = [p for p in self.pilots.values() if p.entry == entry]
         pilots = [logic.Pilot(p.pilot_id, p.client, p.state, now - p.launched_at,
                               now - p.state_since) for p in mine]
@@ -203,18 +223,18 @@ class Factory:
             return
         log.info("event=entry_actions entry=%s launch=%s retire=%d kill=%d reason=%r", entry,
                  actions.launch, len(actions.retire), len(actions.kill), actions.reason)
-        for client, count in actions.launch.items():
-            for _ in range(count):
-                self.launch(entry, client)
+        launched = all(self.launch(entry, client)
+                       for client, count in actions.launch.items() for _ in range(count))
+        if not launched:
+            log.warning("event=launches_stopped entry=%s reason=launch_failed", entry)
         for pilot_id in actions.retire:
             self.retire(pilot_id)
         for pilot_id in actions.kill:
             self.kill(pilot_id, "never registered or stayed held too long")
 
-    def _notice_vanished(self, entry: str) -> None:
+    def _notice_vanished(self, entry: str, listed: list[Instance]) -> None:
         """Pilots the driver no longer runs that never said goodbye are lost."""
-        running = {i.pilot_id for i in self.drivers[entry].instances(entry)
-                   if i.state == "running"}
+        running = {i.pilot_id for i in listed if i.state == "running"}
         for record in [p for p in self.pilots.values() if p.entry == entry]:
             if record.pilot_id not in running:
                 self.pilots.pop(record.pilot_id, None)
@@ -222,21 +242,47 @@ class Factory:
                                         reason=f"{record.state} pilot vanished without exiting",
                                         time=time.time()))
 
-    def launch(self, entry_name: str, client: str) -> None:
+    def _end_leftover_vms(self, entry: str, listed: list[Instance]) -> None:
+        """VMs that outlive their pilot: stopped ones at once (they still hold quota:
+        OpenStack leaves them SHUTOFF, OpenNebula UNKNOWN), running ones once their guest
+        had exit_grace_s to shut itself down (AWS terminates on shutdown: no call needed)."""
+        now = time.time()
+        for instance in listed:
+            _entry, ended = self.ended.get(instance.pilot_id, (entry, None))
+            overdue = ended is not None and now - ended > self.exit_grace_s
+            if instance.state == "stopped" or (instance.state == "running" and overdue):
+                log.info("event=terminate_leftover_vm entry=%s pilot=%s instance=%s state=%s",
+                         entry, instance.pilot_id, instance.instance_id, instance.state)
+                self.drivers[entry].terminate(instance.pilot_id)
+                self.ended.pop(instance.pilot_id, None)
+        there = {i.pilot_id for i in listed}
+        for pilot_id, (of_entry, _when) in list(self.ended.items()):
+            if of_entry == entry and pilot_id not in there:
+                del self.ended[pilot_id]  # its VM is gone
+
+    def launch(self, entry_name: str, client: str) -> bool:
+        """Launch one pilot; False if the driver failed (its events say why)."""
         entry = self.entries[entry_name]
         pilot_id = f"{entry_name}-{uuid.uuid4().hex[:10]}"
         request, _seen = self.requests[entry_name].get(client, (None, 0.0))
         spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
                           context=self.pilot_context(entry, pilot_id, client, request),
-                          pilot_key=self.pilot_key(pilot_id))
+                          factory=self.name, pilot_key=self.pilot_key(pilot_id))
         now = time.time()
         self.pilots[pilot_id] = PilotRecord(pilot_id, entry_name, client, "pending", now, now)
         self.last_launch[entry_name] = now
-        instance = self.drivers[entry_name].launch(spec)
+        try:
+            instance = self.drivers[entry_name].launch(spec)
+        except Exception as exc:
+            self.pilots.pop(pilot_id, None)
+            log.warning("event=launch_failed entry=%s pilot=%s error=%r", entry_name, pilot_id,
+                        str(exc))
+            return False
         self.bus.emit(PilotLaunched(pilot_id=pilot_id, entry=entry_name, site=entry.site,
                                     factory=self.name, driver=entry.driver,
                                     provider=entry.provider, instance_id=instance.instance_id,
                                     group=client, time=now))
+        return True
 
     def pilot_key(self, pilot_id: str) -> bytes:
         """The key that pilot alone gets (derived from the pool key this factory holds)."""
@@ -300,7 +346,8 @@ class Factory:
             total, clients = self.pilot_counts(entry.name)
             self.bus.emit(EntryAdvertised(
                 entry=entry.name, site=entry.site, driver=entry.driver, provider=entry.provider,
-                factory=self.name, ad=prototype_ad(entry, self.name), endpoint=entry.endpoint,
+                factory=self.name, ad=prototype_ad(entry, self.name),
+                endpoint=getattr(self.drivers[entry.name], "endpoint_url", entry.endpoint),
                 trust_domain=entry.trust_domain, cpus=entry.cpus, memory_mb=entry.memory_mb,
                 disk_mb=entry.disk_mb, pilots=total, clients=clients,
                 max_pilots=entry.limits.max_pilots, time=now))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
+from services.condor.pilot import PilotContext
 from services.runtime import security, service
 
 from .context import ContextError, load
@@ -30,7 +29,7 @@ def command(context: Path | None) -> int:
         print(f"burst glidein: bad pilot context: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
     try:
-        signer = pilot_signer(ctx.pilot_id, os.environ)
+        signer = pilot_signer(ctx)
     except security.AuthError as exc:
         print(f"burst glidein: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
@@ -39,20 +38,27 @@ def command(context: Path | None) -> int:
                        trust={"signer": signer})
 
 
-def pilot_signer(pilot_id: str, env: Mapping[str, str]) -> security.Signer:
+def pilot_signer(ctx: PilotContext) -> security.Signer:
     """The pilot's own key (given by its factory; never the pool key): it signs what the pilot
     publishes and opens what is sealed for it."""
-    path = env.get("BURST_PILOT_KEY_FILE")
-    if not path:
-        raise security.AuthError("no pilot key: BURST_PILOT_KEY_FILE is not set (the factory "
-                                 "gives every pilot one)")
+    where, text = "BURST_PILOT_KEY", ctx.key_hex
+    if not text:
+        if ctx.key_file is None:
+            raise security.AuthError("no pilot key: neither BURST_PILOT_KEY_FILE nor "
+                                     "BURST_PILOT_KEY is set (the factory gives every pilot one)")
+        where = str(ctx.key_file)
+        try:
+            text = ctx.key_file.read_text()
+        except OSError as exc:
+            raise security.AuthError(f"{where}: cannot read the pilot key ({exc.strerror})"
+                                     ) from None
     try:
-        key = bytes.fromhex(Path(path).read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise security.AuthError(f"{path}: cannot read the pilot key ({exc})") from None
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
     if len(key) != security.KEY_BYTES:
-        raise security.AuthError(f"{path}: not a pilot key")
-    return security.Signer(security.pilot(pilot_id), key)
+        raise security.AuthError(f"{where}: not a pilot key ({security.KEY_BYTES * 2} hex digits)")
+    return security.Signer(security.pilot(ctx.pilot_id), key)
 
 
 main = service.main_for(command)

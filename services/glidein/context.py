@@ -2,7 +2,7 @@
 
     environment (BURST_*, AMQP_URL) ──▶ from_env()  ─┐
     --context FILE (JSON)           ──▶ from_file() ─┼─▶ resolve() ─▶ PilotContext (frozen)
-    (later) EC2 IMDS user data, OpenNebula context disk ─┘   later layers win, one validation
+    IMDS, config drive, context disk ─▶ cloudcontext ─┘   later layers win, one validation
 
 Every source is a function returning {key: Raw(value, where)}, keys being the
 variable names in lower case without the BURST_ prefix (BURST_CPUS → cpus).
@@ -112,6 +112,8 @@ KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "namespace": ("BURST_NAMESPACE", _text),
     "state_dir": ("BURST_STATE_DIR", _path),
     "pilot_work_dir": ("BURST_PILOT_WORK_DIR", _path),
+    "pilot_key_file": ("BURST_PILOT_KEY_FILE", _path),
+    "pilot_key": ("BURST_PILOT_KEY", _text),
 }
 # Friendlier spellings accepted in context files.
 ALIASES = {"attributes": "pilot_attrs", "work_dir": "pilot_work_dir"}
@@ -163,7 +165,9 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
     value = {key: KEYS[key][1](raw.value, raw.where) for key, raw in merged.items()}
     pilot_id = value.get("pilot_id", "")
     if not pilot_id:
-        raise ContextError("BURST_PILOT_ID (context key pilot_id): required, the pilot's name")
+        raise ContextError("BURST_PILOT_ID (context key pilot_id): required, the pilot's name "
+                           "(in a VM: set BURST_IMDS_ENDPOINT, BURST_CONFIG_DRIVE or "
+                           "BURST_CONTEXT_DISK to where the cloud puts the user data)")
     if not SAFE_ID.match(pilot_id):
         raise ContextError(f"{merged['pilot_id'].where}: {pilot_id!r} may hold letters, digits, "
                            "'.', '-' and '_' (it names a queue and a directory)")
@@ -187,6 +191,7 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
         namespace=value.get("namespace") or "burst", state_dir=state_dir,
         work_dir=value.get("pilot_work_dir") or state_dir / "glidein" / pilot_id,
         attributes=value.get("pilot_attrs", {}), source=source,
+        key_file=value.get("pilot_key_file"), key_hex=value.get("pilot_key", ""),
     )
     try:
         ctx.settings()
@@ -198,8 +203,13 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
 
 def load(context_file: Path | str | None = None, env: Mapping[str, str] | None = None
          ) -> PilotContext:
-    """The context the pilot process runs with: the environment, then the file if given."""
+    """The context the pilot process runs with: the environment, then the file if given,
+    then what the VM's cloud offers (cloudcontext.py: IMDS, config drive, context disk)."""
+    from .cloudcontext import cloud_layers
+
+    env = os.environ if env is None else env
     layers: list[tuple[str, Mapping[str, Raw]]] = [("env", from_env(env))]
     if context_file is not None:
         layers.append(("file", from_file(context_file)))
+    layers += cloud_layers(env)
     return resolve(layers)

@@ -93,6 +93,9 @@ class EntryConfig:
     region: str = ""
     image: str = ""
     instance_type: str = ""
+    key_name: str = ""  # ec2: the key pair, security groups and subnet of RunInstances
+    security_groups: list[str] = field(default_factory=list)
+    subnet_id: str = ""
     trust_domain: str = "local"
     cpus: Size = 1
     memory_mb: Size = 1024
@@ -101,6 +104,7 @@ class EntryConfig:
     max_lifetime_s: Seconds = 86400.0
     limits: EntryLimits = field(default_factory=EntryLimits)
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
+    faults: dict[str, Any] = field(default_factory=dict)  # embedded cloud: services/cloud/faults.py
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ class ServiceTimers:
     factory_name: str = "factory"
     factory_interval_s: Seconds = 5.0
     slot_lease_s: Seconds = 60.0
+    cloud_port: Count = 5000  # the embedded cloud's EC2/S3 endpoint; 0 = any free port
+    cloud_boot_delay_s: Seconds = 2.0  # pending -> running in the embedded cloud
+    cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle
 
 
 @dataclass(frozen=True)

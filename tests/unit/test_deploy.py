@@ -49,7 +49,7 @@ def test_the_image_entrypoint_is_the_burst_command():
     assert scripts["burst"] == "services.cli.main:main"
 
 
-@pytest.mark.parametrize("name", [*SERVICES, "glidein"])
+@pytest.mark.parametrize("name", [*SERVICES, "glidein", "cloud"])
 def test_each_service_entrypoint_runs_outside_a_container(name):
     proc = subprocess.run([sys.executable, "-m", "services.cli.main", "service", name, "--help"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)

@@ -3,9 +3,12 @@
     factory ──launch(spec)──▶ driver ──▶ a process / a VM that runs a glidein
     factory ──instances()───▶ driver ──▶ what is really there (rebuilds state)
     factory ──terminate(id)─▶ driver
+    factory ──flush()───────▶ driver  (optional: drivers that batch terminations send them)
 
 `launch` must be idempotent per pilot id: a factory that crashed after asking
 for a pilot and restarted asks again, and must not get a second one.
+`instances` reports each pilot's resource as running (pending counts), stopped
+(shut down but still holding a VM: the factory terminates it) or gone.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class LaunchSpec:
     entry: str
     group: str  # the client (frontend.group) the pilot is launched for
     context: dict[str, str] = field(default_factory=dict)  # the glidein's BURST_* context
+    factory: str = ""  # the factory that launches it (cloud drivers tag VMs with it)
     # The pilot's own key (security.py), for this pilot alone: never logged, never in an event.
     pilot_key: bytes = field(default=b"", repr=False)
 
@@ -30,7 +34,7 @@ class Instance:
     entry: str
     group: str
     instance_id: str
-    state: str  # running | gone
+    state: str  # running | stopped | gone
     launched_at: float
 
 
@@ -44,9 +48,14 @@ class Driver(Protocol):
     def terminate(self, pilot_id: str) -> None: ...
 
 
-def make_driver(kind: str, settings, entry) -> Driver:
+def make_driver(kind: str, settings, entry, emit=None) -> Driver:
+    """The driver of an entry; `emit` publishes its events (cloud.call_failed)."""
     if kind == "local":
         from .local import LocalDriver
 
         return LocalDriver(settings.path("pilots"))
+    if kind == "ec2":
+        from .ec2 import EC2Driver
+
+        return EC2Driver(entry, settings, emit=emit)
     raise ValueError(f"entry {entry.name}: driver {kind!r} is not available yet")

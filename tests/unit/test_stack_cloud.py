@@ -1,0 +1,24 @@
+"""`burst up` runs the embedded cloud only where an entry asks for it, and starts it first."""
+
+from __future__ import annotations
+
+from services.cli import stack
+from tests.conftest import fresh_settings
+
+LOCAL = '[[entry]]\nname = "l"\nsite = "L"\n'
+EMBEDDED = LOCAL + '[[entry]]\nname = "c"\nsite = "C"\ndriver = "ec2"\nendpoint = "embedded"\n'
+
+
+def test_the_cloud_is_part_of_the_stack_only_when_configured(tmp_path):
+    config = tmp_path / "burst.toml"
+    settings = fresh_settings(tmp_path, BURST_CONFIG=str(config))
+    config.write_text(LOCAL)
+    assert stack.stack_services(settings) == stack.SERVICES
+    assert [s.name for s in stack.service_states(settings)] == list(stack.SERVICES)
+    config.write_text(EMBEDDED)
+    assert stack.stack_services(settings) == (stack.CLOUD, *stack.SERVICES)
+    config.write_text(LOCAL)  # configured away while it still runs: still stopped by down
+    stack.pid_path(settings, stack.CLOUD).parent.mkdir(parents=True)
+    stack.pid_path(settings, stack.CLOUD).write_text("999999999\n")
+    states = {s.name: s for s in stack.service_states(settings)}
+    assert stack.CLOUD in states and not states[stack.CLOUD].alive

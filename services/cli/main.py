@@ -362,7 +362,7 @@ def status(as_json: bool, since: str) -> None:
             view.apply(event)
     services = {st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
     if stack.CLOUD in services:
-        from services.cloud.endpoint import read_info
+        from services.cloudspec.endpoint import read_info
 
         services[stack.CLOUD]["endpoint"] = (read_info(s) or {}).get("endpoint")
     result = {"entries": view.entry_rows(), "jobs": view.job_counts(), "slots": view.slots(),

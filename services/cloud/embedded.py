@@ -15,9 +15,9 @@ import threading
 
 import boto3
 
+from services.cloudspec import endpoint
 from services.runtime.config import PoolConfig, Settings
 
-from . import endpoint
 from .faults import FaultBudget
 from .imds import MetadataService
 from .server import ApiServer

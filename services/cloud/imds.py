@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .profiles import Profile
+from services.cloudspec.profiles import Profile
+
 from .serving import ServerThread
 
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"

@@ -34,12 +34,12 @@ from typing import Any
 
 import psutil
 
+from services.cloudspec.profiles import HONOURED, Profile, profile_for
 from services.runtime.config import REPO_ROOT, EntryConfig
 
 from . import moto_state, vmdisks
 from .faults import FaultBudget
 from .imds import Metadata, MetadataService
-from .profiles import HONOURED, Profile, profile_for
 
 log = logging.getLogger("burst.cloud.vmhost")
 

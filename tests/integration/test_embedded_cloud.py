@@ -25,15 +25,16 @@ from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotLaunched, PilotRegistered
 from schemas.provisioning import GlideinRequest
 from schemas.slot import ClaimActivate, SlotAdvertised
-from services.cloud import endpoint
+from services.cloudspec import endpoint
 from services.factory.drivers import LaunchSpec
 from services.factory.drivers.cloudcalls import CloudError, RetryPolicy
 from services.factory.drivers.ec2 import EC2Driver
 from services.factory.handlers import Factory
+from services.runtime import security
 from services.runtime.bus import Subscription, connect
 from services.runtime.config import Settings, load_pool_config
 from services.runtime.rabbit import broker_answers, delete_namespace
-from services.runtime.service import pid_file
+from services.runtime.service import pid_file, service_trust
 from tests.helpers import Inbox, processes_where, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +91,9 @@ class Cloud:
         self.ec2 = boto3.client("ec2", endpoint_url=self.url, region_name=endpoint.REGION,
                                 **endpoint.CREDENTIALS)
         self.events, self.reports = Inbox(), Inbox()
-        self.bus = connect(self.settings, "test")
+        # The pretend schedd and factories are services: they hold the pool key.
+        self.trust = service_trust(self.settings, "test")
+        self.bus = connect(self.settings, "test", **self.trust)
         self.bus.subscribe(Subscription("watch", events={n: lambda m, c: self.events.add(m)
                                                          for n in WATCHED}))
         self.bus.subscribe(Subscription("schedd.test", target="test", commands={
@@ -150,6 +153,12 @@ def glideins_of(cloud: Cloud) -> list[psutil.Process]:
     return processes_where("BURST_PILOT_WORK_DIR", lambda value: value.startswith(vms))
 
 
+def spec(cloud: Cloud, pilot_id: str, entry: str) -> LaunchSpec:
+    """What the factory would launch: the pilot's context, and its own key."""
+    key = cloud.trust["verifier"].key_for(security.pilot(pilot_id))
+    return LaunchSpec(pilot_id, entry, "fe.main", context(cloud, pilot_id, entry), pilot_key=key)
+
+
 def context(cloud: Cloud, pilot_id: str, entry: str) -> dict[str, str]:
     e = cloud.pool.entry(entry)
     return {"BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry, "BURST_SITE": e.site,
@@ -166,7 +175,7 @@ def request(entry: str, target: int) -> GlideinRequest:
 def test_each_profile_boots_a_glidein_that_retires_and_leaves_nothing_behind(cloud):
     entries = tuple(cloud.pool.entry(f"{p}-1") for p in PROFILES)
     pool = replace(cloud.pool, entries=entries)
-    bus = connect(cloud.settings, "factory")
+    bus = connect(cloud.settings, "factory", **service_trust(cloud.settings, "factory"))
     factory = Factory("factory", cloud.settings, pool, bus)
     for sub in factory.subscriptions():
         bus.subscribe(sub)
@@ -219,12 +228,9 @@ def test_faults_throttle_refuse_launches_and_lose_vms(cloud):
     d = cloud.driver("faulty")
     assert d.instances("faulty") == []  # throttled twice, then answered
     with pytest.raises(CloudError, match="Unsupported"):
-        d.launch(LaunchSpec("faulty-p1", "faulty", "fe.main", context(cloud, "faulty-p1",
-                                                                      "faulty")))
-    stuck = d.launch(LaunchSpec("faulty-p2", "faulty", "fe.main",
-                                context(cloud, "faulty-p2", "faulty")))
-    lost = d.launch(LaunchSpec("faulty-p3", "faulty", "fe.main",
-                               context(cloud, "faulty-p3", "faulty")))
+        d.launch(spec(cloud, "faulty-p1", "faulty"))
+    stuck = d.launch(spec(cloud, "faulty-p2", "faulty"))
+    lost = d.launch(spec(cloud, "faulty-p3", "faulty"))
     registered = cloud.registered("faulty-p3")
     wait_until(lambda: cloud.vm("faulty-p3")["State"]["Name"] == "terminated", timeout=15,
                what="the vanishing VM to go")
@@ -242,13 +248,12 @@ def test_faults_throttle_refuse_launches_and_lose_vms(cloud):
 
 def test_terminating_an_instance_kills_its_glidein_and_its_jobs(cloud):
     d = cloud.driver("plain")
-    instance = d.launch(LaunchSpec("plain-p1", "plain", "fe.main",
-                                   context(cloud, "plain-p1", "plain")))
+    instance = d.launch(spec(cloud, "plain-p1", "plain"))
     registered = cloud.registered("plain-p1")
     cloud.bus.send(ClaimActivate(
         claim_id="c1", pilot_id="plain-p1", schedd="test", job_id="1.0", job_ad="[]",
         executable="/bin/sleep", arguments=["60"], environment={}, files={}, cpus=1,
-        memory_mb=64, disk_mb=10), to="plain-p1")
+        memory_mb=64, disk_mb=10), to="plain-p1", seal_for=security.pilot("plain-p1"))
     cloud.reports.wait_for_item(lambda r: isinstance(r, JobReport) and r.state == "running",
                                 what="the job to run")
     job = wait_until(lambda: _job_processes("plain-p1"), what="the job's process")

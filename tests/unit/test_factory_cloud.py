@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from schemas.pilot import PilotExited
 from schemas.provisioning import EntryAdvertised, GlideinRequest
-from services.cloud import endpoint
+from services.cloudspec import endpoint
 from services.factory.drivers.cloudcalls import RetryPolicy
 from services.factory.drivers.ec2 import EC2Driver
 from services.factory.handlers import Factory

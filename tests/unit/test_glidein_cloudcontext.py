@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from services.cloud.imds import Metadata, MetadataService
-from services.cloud.profiles import PROFILES
+from services.cloudspec.profiles import PROFILES
 from services.glidein import __main__ as glidein_main
 from services.glidein.cloudcontext import parse_context_sh
 from services.glidein.context import ContextError, load

@@ -28,8 +28,8 @@ from typing import Any
 
 import boto3
 
-from services.cloud import endpoint as embedded
-from services.cloud.profiles import profile_for
+from services.cloudspec import endpoint as embedded
+from services.cloudspec.profiles import profile_for
 from services.runtime.config import EntryConfig, Settings
 
 from . import Instance, LaunchSpec

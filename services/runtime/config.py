@@ -135,6 +135,8 @@ class ServiceTimers:
     factory_name: str = "factory"
     factory_interval_s: Seconds = 5.0
     slot_lease_s: Seconds = 60.0
+    web_host: str = "127.0.0.1"  # the dashboard's address; 0.0.0.0 to serve other hosts
+    web_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8470  # 0: any free port
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,40 @@ def test_filters_from_a_query_string_and_an_undecodable_event():
     assert wanted == EventFilter(entities=("job", "pilot"), owners=("bob",))
     assert not wanted.matches("job.matched.v1", None)  # no fields to check the owner on
     assert EventFilter.of(entity=["job"]).matches("job.matched.v9", None)
+
+
+def test_a_lost_connection_resumes_at_the_last_second_without_repeats(monkeypatch):
+    from services.runtime.codec import Envelope
+    from services.views import stream
+
+    monkeypatch.setattr(stream, "RETRY_S", (0.0,))
+    log = [Envelope("t", 1, b"", f"m{i}", timestamp=ts) for i, ts in enumerate([5, 6, 6, 7])]
+    calls = []
+
+    def history(since, follow, idle_timeout):
+        calls.append((since, follow))
+        for env in log:
+            if since is None or env.timestamp >= since:
+                yield env
+                if len(calls) == 1 and env.message_id == "m1":
+                    raise ConnectionError("broker went away")  # mid-backlog
+        if follow:
+            raise KeyboardInterrupt  # the end of the test
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        for env in stream.replay_then_follow(history, None):
+            seen.append(env.message_id if env is not stream.CAUGHT_UP else "caught up")
+    assert seen == ["m0", "m1", "m2", "m3", "caught up"]
+    assert calls == [(None, False), (6, False), (7, True)]
+
+
+def test_a_command_hears_of_a_missing_broker_before_the_backlog_at_once():
+    from services.views import stream
+
+    def history(since, follow, idle_timeout):
+        raise ConnectionError("no broker")
+        yield
+
+    with pytest.raises(ConnectionError):
+        next(stream.replay_then_follow(history, None, patient=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -12,6 +13,7 @@ import pytest
 
 from schemas.job import JobCompleted, JobRunning, JobSubmitted
 from schemas.pilot import PilotLaunched, PilotRegistered
+from schemas.provisioning import EntryAdvertised
 from schemas.slot import SlotAdvertised
 from services.runtime.memory import InMemoryBus
 from services.views import Point, Timeline
@@ -65,6 +67,18 @@ def pilot_events(pilot_id="p1", claims=("c1",), t=1000.0):
     ]
 
 
+def test_cost_so_far_is_pilot_hours_at_the_price_the_entry_ad_carries(web):
+    web.bus.emit(EntryAdvertised(entry="e1", site="S", driver="local", provider="local",
+                                 factory="f", ad="[ CloudPricePerHour = 0.36 ]"))
+    for event in pilot_events(t=time.time() - 3600):  # up for an hour
+        web.bus.emit(event)
+    wait_until(lambda: web.get("/api/pool")["events"] == 5, what="5 events folded")
+    pool = web.get("/api/pool")
+    (entry,) = pool["entries"]
+    assert entry["price_per_hour"] == 0.36
+    assert entry["cost"] == pytest.approx(0.36, abs=0.01) and pool["cost"] == entry["cost"]
+
+
 def job_events(job_id="1.0"):
     return [JobSubmitted(schedd="s", cluster=1, jobs=[job_id], owner="ann"),
             JobRunning(schedd="s", job_id=job_id, owner="ann", pilot_id="p1", entry="e1"),
@@ -76,6 +90,7 @@ def test_the_pool_and_its_series_follow_the_event_log(web):
         web.bus.emit(event)
     wait_until(lambda: web.get("/api/pool")["events"] == 4, what="4 events folded")
     pool = web.get("/api/pool")
+    assert pool["cost"] is None and pool["entries"] == []  # no entry ad: no price known
     assert pool["slots"] == {"claimed": 0, "unclaimed": 1}
     assert pool["vm_totals"] == {"running": 1}
     assert pool["pilots_by_id"]["p1"]["state"] == "idle"

@@ -3,7 +3,8 @@
     burst up -d ─▶ submit alice (12 × 1 cpu), bob (9 × 2 cpus), one impossible job
                ─▶ progress until every runnable job completed
                ─▶ check every output file ─▶ wait for idle pilots to retire
-               ─▶ summary ─▶ burst down
+               ─▶ summary, and a picture of VMs and claimed slots over the demo (PNG)
+               ─▶ burst down
 
 Everything goes through the `burst` command a user would type; the demo
 pool (demo/burst-demo.toml) has two local entries at two sites and short
@@ -18,7 +19,10 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from plot import save_plot  # demo/plot.py, beside this file
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -149,6 +153,12 @@ def wait_for_retirement() -> dict:
     return {}
 
 
+def series_since(dashboard: str, start: float) -> dict:
+    """The dashboard's counts over time since the demo started."""
+    with urllib.request.urlopen(f"{dashboard}api/series?since={start:.0f}", timeout=10) as r:
+        return json.load(r)
+
+
 def pilot_counts() -> tuple[int, int]:
     launched = retired = 0
     for line in burst("events", "--json", "--since", str(STARTED_AT)).stdout.splitlines():
@@ -166,6 +176,8 @@ def main() -> None:
     say("== burstwms demo: a local pool that grows on demand and shrinks again")
     say("-- starting the stack (burst up -d)")
     say(burst("up", "-d").stdout.rstrip())
+    dashboard = burst_json("status")["services"]["web"]["url"]
+    say(f"-- dashboard: {dashboard}  (or watch with: burst status --watch)")
     say("-- submitting")
     submitted_at = time.time()
     alice = submit("alice", "alice")
@@ -191,6 +203,8 @@ def main() -> None:
     say(f"  pilots retired:          {retired}")
     say(f"  submit to first running: {first_running:.1f} s")
     say(f"  whole demo:              {time.monotonic() - T0:.1f} s")
+    picture = save_plot(series_since(dashboard, STARTED_AT), STARTED_AT, WORK / "pool.png")
+    say(f"  picture:                 {picture}")
     burst("rm", impossible["jobs"][0], "--reason", "demo over")
     say(burst("down").stdout.rstrip())
     say("DEMO OK")

@@ -343,30 +343,46 @@ _action_command("release", "Release held jobs back to idle.")
 # --- the pool ------------------------------------------------------------------------------
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--since", default="24h", show_default=True,
-              help="fold events from this time (epoch, ISO time, or an age like 1h)")
-@friendly
-def status(as_json: bool, since: str) -> None:
-    """Entries, pilots and VMs by state, slots, jobs: the pool as its events tell it."""
-    from services.runtime.rabbit import read_event_log
-
-    from .view import PoolView
-
-    s = settings()
-    view = PoolView()
-    for env in read_event_log(s, since=output.parse_since(since), idle_timeout=0.5):
-        event = decode_or_none(env)
-        if event is not None:
-            view.apply(event)
-    services = {st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
+def services_status(s: Settings) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = {
+        st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
+    url = stack.web_url(s)
+    if url and services.get("web", {}).get("alive"):
+        services["web"]["url"] = url
     if stack.CLOUD in services:
         from services.cloudspec.endpoint import read_info
 
         services[stack.CLOUD]["endpoint"] = (read_info(s) or {}).get("endpoint")
-    result = {"entries": view.entry_rows(), "jobs": view.job_counts(), "slots": view.slots(),
-              "vms": view.vms(), "services": services}
+    return services
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON (with --watch: a line each "
+              "time it changes)")
+@click.option("--since", default="24h", show_default=True,
+              help="fold events from this time (epoch, ISO time, or an age like 1h)")
+@click.option("--watch", "-w", is_flag=True, help="keep it live from the event stream "
+              "(redrawn on a terminal, printed on each change otherwise); Ctrl-C stops")
+@friendly
+def status(as_json: bool, since: str, watch: bool) -> None:
+    """Entries, pilots and VMs by state, slots, jobs: the pool as its events tell it."""
+    from services.runtime.rabbit import read_event_log
+    from services.views import PoolView
+    from services.views.records import event_time
+
+    s = settings()
+    start = output.parse_since(since)
+    if watch:
+        from .watch import watch as watch_status
+
+        watch_status(s, start, as_json, lambda: services_status(s))
+        return
+    view = PoolView()
+    for env in read_event_log(s, since=start, idle_timeout=0.5):
+        event = decode_or_none(env)
+        if event is not None:
+            view.apply(event, event_time(env, event))
+    result = {**view.status(), "services": services_status(s)}
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -377,16 +393,30 @@ def status(as_json: bool, since: str) -> None:
 @click.option("--follow", "-f", is_flag=True, help="keep printing new events")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.option("--since", default=None, help="epoch seconds, ISO time, or an age like 10m, 2h")
+@click.option("--entity", multiple=True, metavar="WORD",
+              help="the first word of the routing key: job, pilot, slot, entry, demand, ...")
+@click.option("--entry", multiple=True, metavar="NAME", help="events of this entry")
+@click.option("--job", multiple=True, metavar="ID", help="this job (12.3) or cluster (12)")
+@click.option("--owner", multiple=True, metavar="USER", help="events of this owner's jobs")
+@click.option("--key", multiple=True, metavar="GLOB", help="routing key glob, e.g. 'pilot.*'")
 @friendly
-def events(follow: bool, as_json: bool, since: str | None) -> None:
-    """The event stream, one line per event."""
+def events(follow: bool, as_json: bool, since: str | None, entity: tuple[str, ...],
+           entry: tuple[str, ...], job: tuple[str, ...], owner: tuple[str, ...],
+           key: tuple[str, ...]) -> None:
+    """The event stream, one line per event. Filters given more than once match any of their
+    values; different filters must all match."""
     from services.runtime.rabbit import read_event_log
+    from services.views import EventFilter
 
     s = settings()
     start = output.parse_since(since) if since else None
+    wanted = EventFilter.of(entity, entry, job, owner, key)
     try:
         for env in read_event_log(s, since=start, follow=follow, idle_timeout=0.5):
-            click.echo(output.event_json(env) if as_json else output.event_line(env))
+            event = decode_or_none(env)
+            if wanted and not wanted.matches(env.routing_key, event):
+                continue
+            click.echo(output.event_json(env, event) if as_json else output.event_line(env, event))
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-import re
 import sys
-import time
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-import schemas
-from services.runtime.codec import Envelope, decode_or_none
+from services.runtime.codec import Envelope
+from services.views import records, since
 
 # Piped output is not cut at 80 columns: a reason or a command stays on one line.
 console = Console(width=None if sys.stdout.isatty() else 200)
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
 def job_json(job: Any) -> dict[str, Any]:
@@ -97,95 +91,46 @@ class Progress:
             self.console.print(Text(self.last))
 
 
-def print_status(result: dict[str, Any]) -> None:
+def status_view(result: dict[str, Any]) -> Group:
+    """`burst status` as rich renderables: printed once, or redrawn by --watch."""
     table = Table(title="entries", box=None, pad_edge=False)
     for column in ("ENTRY", "SITE", "DRIVER", "PROVIDER", "PILOTS"):
         table.add_column(column)
     for entry in result["entries"]:
         pilots = " ".join(f"{state}={n}" for state, n in sorted(entry["pilots"].items()))
         table.add_row(entry["name"], entry["site"], entry["driver"], entry["provider"], pilots)
-    console.print(table)
     jobs = " ".join(f"{k}={v}" for k, v in result["jobs"].items())
-    console.print(f"jobs:  {jobs}")
-    console.print(f"slots: claimed={result['slots']['claimed']} "
-                  f"unclaimed={result['slots']['unclaimed']}")
+    lines = [f"jobs:  {jobs}",
+             f"slots: claimed={result['slots']['claimed']} "
+             f"unclaimed={result['slots']['unclaimed']}"]
     for provider, states in sorted(result["vms"].items()):
-        console.print(f"vms {provider}: " + " ".join(f"{k}={v}" for k, v in states.items()))
-    services = " ".join(f"{name}={'up' if st['alive'] else 'down'}"
-                        for name, st in result["services"].items())
-    console.print(f"services: {services}")
+        lines.append(f"vms {provider}: " + " ".join(f"{k}={v}" for k, v in states.items()))
+    services = result["services"]
+    lines.append("services: " + " ".join(f"{name}={'up' if st['alive'] else 'down'}"
+                                         for name, st in services.items()))
+    url = services.get("web", {}).get("url")
+    if url:
+        lines.append(f"dashboard: {url}")
+    return Group(table, *(Text(line) for line in lines))
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+def print_status(result: dict[str, Any]) -> None:
+    console.print(status_view(result))
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def event_json(env: Envelope, event: Any) -> str:
+    return json.dumps(records.event_record(env, event))
 
 
-def event_json(env: Envelope) -> str:
-    event = decode_or_none(env)
-    fields = schemas.to_plain(event) if event is not None else {"undecodable": True}
-    record = {**_jsonable(fields), "key": env.routing_key, "time": iso(env.timestamp),
-              "message_id": env.message_id}
-    if env.correlation_id:
-        record["correlation_id"] = env.correlation_id
-    return json.dumps(record)
-
-
-def event_line(env: Envelope) -> str:
-    event = decode_or_none(env)
-    if event is None:
-        return f"{iso(env.timestamp)} {env.routing_key} (undecodable)"
-    parts = []
-    for key, value in schemas.to_plain(event).items():
-        if key in ("ad", "job_ad", "time", "files", "autoclusters") or value in ("", None, [], {}):
-            continue
-        text = json.dumps(_jsonable(value)) if isinstance(value, (dict, list)) else str(value)
-        parts.append(f"{key}={text[:80]}")
-    if event.NAME == "demand.autoclusters":
-        idle = sum(ac.idle for ac in event.autoclusters)
-        parts.append(f"autoclusters={len(event.autoclusters)} idle={idle}")
-    return f"{iso(env.timestamp)} {env.routing_key:<26} {' '.join(parts)}"
+def event_line(env: Envelope, event: Any) -> str:
+    return f"{records.iso(env.timestamp)} {env.routing_key:<26} {records.summary(event)}"
 
 
 def parse_since(text: str) -> float:
-    """Epoch seconds, an ISO 8601 time, or an age (30s, 10m, 2h, 1d) before now, as the
-    start of the whole second it falls in.
-
-    AMQP timestamps are whole seconds (the second an event was published in), so an
-    event stamped 12:00:00 may have happened at 12:00:00.9, inside a window from
-    12:00:00.5: the window starts at the whole second rather than drop such events.
-    """
-    return float(math.floor(_since_seconds(text.strip())))
-
-
-def _since_seconds(text: str) -> float:
-    match = _AGE.match(text)
-    if match:
-        number, unit = float(match.group(1)), match.group(2)
-        return time.time() - number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    """services.views.since.parse_since, with a usage error (exit 2) for nonsense."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return since.parse_since(text)
+    except ValueError as exc:
         from .main import EXIT_USAGE, Failure
 
-        raise Failure(f"--since {text!r}: use epoch seconds, ISO time or an age like 10m",
-                      EXIT_USAGE) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.timestamp()
+        raise Failure(str(exc), EXIT_USAGE) from None

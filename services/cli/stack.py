@@ -12,6 +12,7 @@ down/up cycle loses nothing: queued commands wait in durable queues.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import psutil
 
 from services.runtime.config import REPO_ROOT, ConfigError, Settings, load_pool_config
 
-SERVICES = ("schedd", "negotiator", "frontend", "factory")
+SERVICES = ("schedd", "negotiator", "frontend", "factory", "web")
 CLOUD = "cloud"  # the embedded cloud, only where the configuration asks for it
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -39,6 +40,14 @@ class ServiceState:
 
 def pid_path(settings: Settings, name: str) -> Path:
     return settings.path("run", f"{name}.pid")
+
+
+def web_url(settings: Settings) -> str | None:
+    """The dashboard's URL, as the web service wrote it once listening (run/web.json)."""
+    try:
+        return json.loads(settings.path("run", "web.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def log_path(settings: Settings, name: str) -> Path:

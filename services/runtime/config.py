@@ -142,6 +142,8 @@ class ServiceTimers:
     cloud_port: Count = 5000  # the embedded cloud's EC2/S3 endpoint; 0 = any free port
     cloud_boot_delay_s: Seconds = 2.0  # pending -> running in the embedded cloud
     cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle
+    web_host: str = "127.0.0.1"  # the dashboard's address; 0.0.0.0 to serve other hosts
+    web_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8470  # 0: any free port
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ E2E_CONFIG = """
 negotiator_interval_s = 2.0
 frontend_interval_s = 1.0
 factory_interval_s = 0.5
+web_port = 0  # several pools on one machine: each dashboard on a free port
 
 [[entry]]
 name = "e2e-a"
@@ -112,6 +113,10 @@ class Pool:
     @staticmethod
     def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
         return wait_until(predicate, timeout, what, poll_s=0.3)
+
+    def web_url(self) -> str:
+        """The dashboard's URL, as `burst status` shows it."""
+        return self.json("status")["services"]["web"]["url"]
 
     def pid(self, service: str) -> int:
         return int((self.root / "state" / "run" / f"{service}.pid").read_text())

@@ -15,6 +15,7 @@ OPTIONS = {
     "frontend": ["--name NAME"],
     "factory": ["--name NAME"],
     "glidein": ["--context FILE"],
+    "web": ["--host ADDR", "--port N", "--since T"],
 }
 
 

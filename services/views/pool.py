@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.runtime.classads import classad2
+from services.condor.classads import classad2
 
 LIVE_PILOT_STATES = ("pending", "idle", "busy", "retiring")
 SLOT_STATES = ("idle", "busy", "retiring")  # registered and not gone: its slot counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from services.runtime import service
 
 from .context import ContextError, load
 from .handlers import Glidein
+from .isolation import guard_key_file
 
 EXIT_BAD_CONTEXT = 2
 
@@ -27,6 +29,7 @@ def command(context: Path | None) -> int:
     except ContextError as exc:
         print(f"burst glidein: bad pilot context: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
+    guard_key_file(os.environ.get("BURST_PILOT_KEY_FILE"))
     return service.run("glidein", lambda _settings, bus: Glidein(ctx, bus),
                        settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}")
 

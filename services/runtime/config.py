@@ -101,6 +101,7 @@ class EntryConfig:
     max_lifetime_s: Seconds = 86400.0
     limits: EntryLimits = field(default_factory=EntryLimits)
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
+    slot_users: str = "60001-60064"  # who jobs run as under a root pilot (BURST_SLOT_USERS)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""A real pilot process against the real broker: register, run /bin/echo, retire when idle."""
+"""A real pilot process against the real broker: register, run jobs, retire when idle; and
+what survives its SIGKILL: results in its outbox, no job process, jobs isolated from each other
+and from the pilot (the suite runs as root, so jobs run as slot users)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -14,10 +17,12 @@ import pytest
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetiring
 from schemas.slot import ClaimActivate, SlotAdvertised
+from services.condor import pilotdir
 from services.runtime.bus import Subscription, connect
 from services.runtime.rabbit import delete_namespace
 from services.runtime.service import pid_file
-from tests.helpers import Inbox
+from tests.helpers import Inbox, wait_until
+from tests.tcp_proxy import BrokerProxy
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.broker
@@ -31,47 +36,69 @@ class PilotProcess:
     """A `python -m services.glidein` process, and what it sent to a pretend schedd."""
 
     pilot_id: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None
     log_path: Path
+    work_dir: Path
     reports: Inbox = field(default_factory=Inbox)
     events: Inbox = field(default_factory=Inbox)
+    report_ids: list[tuple[str, JobReport]] = field(default_factory=list)  # (message id, report)
+
+    def records(self) -> pilotdir.PilotRecords:
+        records = pilotdir.PilotRecords.existing(self.work_dir)
+        assert records is not None, f"no records in {self.work_dir}"
+        return records
 
 
 @pytest.fixture
-def start_pilot(rabbit_settings, tmp_path):
+def start_pilot(rabbit_settings, tmp_path, job_root):
+    """Starts pilots as the local driver does (a process group of their own), with their work
+    directory where slot users can reach it; everything they leave is killed afterwards."""
     settings = rabbit_settings
     bus = connect(settings, "test")
     started: list[PilotProcess] = []
-    inboxes = PilotProcess("", None, tmp_path / "glidein.log")  # filled by the handlers
-    bus.subscribe(Subscription("schedd.test", target="test",
-                               commands={"job.report": lambda msg, ctx: inboxes.reports.add(msg)}))
+    pilot_ids: set[str] = set()
+    inboxes = PilotProcess("", None, tmp_path / "glidein.log", job_root)
+
+    def got_report(msg: JobReport, ctx) -> None:
+        inboxes.report_ids.append((ctx.message_id, msg))
+        inboxes.reports.add(msg)
+
+    bus.subscribe(Subscription("schedd.test", target="test", commands={"job.report": got_report}))
     bus.subscribe(Subscription("watch", events={name: lambda msg, ctx: inboxes.events.add(msg)
                                                 for name in WATCHED}))
     bus.start()
 
     def start(pilot_id: str, **context: str) -> PilotProcess:
+        work = job_root / pilot_id / "work"
         env = {**os.environ, "AMQP_URL": settings.amqp_url,
                "BURST_NAMESPACE": settings.namespace, "BURST_STATE_DIR": str(settings.state_dir),
-               "BURST_PILOT_ID": pilot_id, **context}
-        with open(inboxes.log_path, "wb") as log:
+               "BURST_PILOT_ID": pilot_id, "BURST_PILOT_WORK_DIR": str(work), **context}
+        with open(inboxes.log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "services.glidein"], env=env,
-                                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        pilot = PilotProcess(pilot_id, proc, inboxes.log_path, inboxes.reports, inboxes.events)
+                                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        pilot = PilotProcess(pilot_id, proc, inboxes.log_path, work, inboxes.reports,
+                             inboxes.events, inboxes.report_ids)
         started.append(pilot)
+        pilot_ids.add(pilot_id)
         return pilot
 
     start.bus = bus
     start.settings = settings
+    start.inboxes = inboxes
+    start.pilot_ids = pilot_ids  # pilots started elsewhere (the local driver) join for cleanup
     try:
         yield start
     finally:
         for pilot in started:
             if pilot.proc.poll() is None:
-                pilot.proc.kill()
+                os.killpg(pilot.proc.pid, signal.SIGKILL)
                 pilot.proc.wait()
+        for work in job_root.glob("**/work"):
+            pilotdir.kill_leftovers(work)
         bus.stop()
         delete_namespace(settings, ["schedd.test", "watch",
-                                    *(f"glidein.{p.pilot_id}" for p in started)])
+                                    *(f"glidein.{pilot_id}" for pilot_id in pilot_ids)])
 
 
 @pytest.fixture(autouse=True)
@@ -83,11 +110,20 @@ def _show_pilot_log_on_failure(request, tmp_path):
         print(log_path.read_text(errors="replace"))
 
 
-def activation(pilot_id: str, executable: str, *args: str) -> ClaimActivate:
+def activation(pilot_id: str, executable: str, *args: str, claim_id: str = "claim-1",
+               job_id: str = "1.0", files: dict[str, bytes] | None = None) -> ClaimActivate:
     return ClaimActivate(
-        claim_id="claim-1", pilot_id=pilot_id, schedd="test", job_id="1.0", job_ad="[]",
-        executable=executable, arguments=list(args), environment={}, files={}, cpus=1,
-        memory_mb=64, disk_mb=10)
+        claim_id=claim_id, pilot_id=pilot_id, schedd="test", job_id=job_id, job_ad="[]",
+        executable=executable, arguments=list(args), environment={}, files=files or {},
+        cpus=1, memory_mb=64, disk_mb=10)
+
+
+def script_job(pilot_id: str, body: str, claim_id: str, job_id: str) -> ClaimActivate:
+    return activation(pilot_id, "job.sh", claim_id=claim_id, job_id=job_id,
+                      files={"job.sh": f"#!/bin/sh\n{body}\n".encode()})
+
+
+WAIT_FOR_GO = "while [ ! -e go ]; do sleep 0.05; done; echo finished"
 
 
 def test_pilot_process_runs_a_job_and_retires_when_idle(start_pilot):
@@ -144,3 +180,125 @@ def _processes_of(pilot_id: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def _registered(p: PilotProcess, pid: int) -> None:
+    p.events.wait_for_item(lambda e: isinstance(e, PilotRegistered) and e.pid == pid,
+                           what=f"pilot.registered of pid {pid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
+def _sigkill(p: PilotProcess) -> None:
+    os.kill(p.proc.pid, signal.SIGKILL)  # the pilot alone, not its group: jobs stay behind
+    p.proc.wait()
+
+
+def test_a_result_kept_while_the_broker_is_away_is_delivered_once_after_a_restart(start_pilot):
+    pilot_id = f"itest-outbox-{os.getpid()}"
+    proxy = BrokerProxy.start(start_pilot.settings.amqp_url)
+    p = start_pilot(pilot_id, AMQP_URL=proxy.url)
+    _registered(p, p.proc.pid)
+    start_pilot.bus.send(script_job(pilot_id, WAIT_FOR_GO, "claim-1", "1.0"), to=pilot_id)
+    p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
+
+    proxy.cut()  # the broker is unreachable for this pilot from now on
+    (p.work_dir / "execute" / "claim-1" / "go").touch()
+
+    def result_on_disk():
+        records = p.records()
+        try:
+            return [e for e in records.reports() if e.final]
+        finally:
+            records.close()
+
+    [kept] = wait_until(result_on_disk, timeout=20, what="the result in the outbox")
+    assert (kept.report.state, kept.report.stdout) == ("exited", b"finished\n")
+    _sigkill(p)
+    assert not [r for r in p.reports.items if r.state == "exited"]
+
+    again = start_pilot(pilot_id)  # same id and work dir, a broker it can reach
+    _registered(again, again.proc.pid)
+    p.reports.wait_for_item(lambda r: r.state == "exited", what="the resent result")
+    wait_until(lambda: not pilotdir.unfinished(p.work_dir), timeout=20,
+               what="the outbox to empty once the broker confirmed")
+    exited = {mid for mid, r in p.report_ids if r.state == "exited"}
+    assert exited == {kept.message_id}, "the result was delivered under another message id"
+    assert not (p.work_dir / "execute" / "claim-1").exists()
+
+
+def test_sigkill_with_a_running_job_leaves_no_job_process(start_pilot):
+    pilot_id = f"itest-leftover-{os.getpid()}"
+    p = start_pilot(pilot_id)
+    _registered(p, p.proc.pid)
+    start_pilot.bus.send(script_job(pilot_id, "sleep 300 & sleep 300; wait", "claim-1", "1.0"),
+                         to=pilot_id)
+    p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
+    records = p.records()
+    [job] = records.jobs()
+    records.close()
+    wait_until(lambda: len(_group(p.proc.pid)) >= 4, what="the job and its two sleeps")
+    _sigkill(p)
+    assert _alive(job.pid), "the job died with the pilot by itself: nothing left to sweep"
+    killed = pilotdir.kill_leftovers(p.work_dir)
+    assert job.pid in killed
+    assert not _alive(job.pid) and not _group(p.proc.pid), "a job process outlived its pilot"
+
+
+JOB_A = "echo secret-a > mine; id -u; " + WAIT_FOR_GO
+JOB_B = """id -u
+cat ../claim-a/mine 2>/dev/null && echo READ-A || echo DENIED-A
+ls ../claim-a >/dev/null 2>&1 && echo LISTED-A || echo DENIED-LIST-A
+ls .. >/dev/null 2>&1 && echo LISTED-EXECUTE || echo DENIED-LIST-EXECUTE
+tr '\\0' '\\n' < /proc/$PPID/environ 2>/dev/null | grep AMQP_URL || echo DENIED-PILOT-ENV
+cat ../../records/pilot.db >/dev/null 2>&1 && echo READ-RECORDS || echo DENIED-RECORDS
+cat "$KEY" >/dev/null 2>&1 && echo READ-KEY || echo DENIED-KEY
+env | grep -c -e AMQP_URL -e BURST_PILOT_KEY_FILE"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a pilot switches users only as root")
+def test_a_job_cannot_read_its_neighbour_nor_the_pilot(start_pilot, job_root):
+    pilot_id = f"itest-iso-{os.getpid()}"
+    key = job_root / pilot_id / "pilot.key"
+    key.parent.mkdir()
+    key.write_text("0" * 64)
+    key.chmod(0o600)
+    p = start_pilot(pilot_id, BURST_SLOT_USERS="62101-62104", BURST_CPUS="2",
+                    BURST_PILOT_KEY_FILE=str(key))
+    _registered(p, p.proc.pid)
+    ad = p.events.wait_for_item(lambda e: isinstance(e, SlotAdvertised), what="a slot ad")[0]
+    assert 'BurstJobIsolation = "uid"' in ad.ad
+    start_pilot.bus.send(script_job(pilot_id, JOB_A, "claim-a", "1.0"), to=pilot_id)
+    wait_until(lambda: (p.work_dir / "execute" / "claim-a" / "mine").exists(),
+               what="job A's secret")
+    job_b = script_job(pilot_id, JOB_B, "claim-b", "1.1")
+    job_b = ClaimActivate(**{**job_b.__dict__, "environment": {"KEY": str(key)}})
+    start_pilot.bus.send(job_b, to=pilot_id)
+    b = p.reports.wait_for_item(lambda r: r.claim_id == "claim-b" and r.state == "exited",
+                                what="job B's result")[0]
+    (p.work_dir / "execute" / "claim-a" / "go").touch()
+    a = p.reports.wait_for_item(lambda r: r.claim_id == "claim-a" and r.state == "exited",
+                                what="job A's result")[0]
+
+    uid_b, *tries = b.stdout.decode().split()
+    uid_a = a.stdout.decode().split()[0]
+    assert uid_a != uid_b and {int(uid_a), int(uid_b)} <= set(range(62101, 62105))
+    assert tries == ["DENIED-A", "DENIED-LIST-A", "DENIED-LIST-EXECUTE", "DENIED-PILOT-ENV",
+                     "DENIED-RECORDS", "DENIED-KEY", "0"], b.stdout.decode()

@@ -18,6 +18,8 @@ from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRegistered, PilotRetiring
 from schemas.slot import ClaimActivate, SlotAdvertised
 from services.condor import pilotdir
+from services.factory.drivers import LaunchSpec
+from services.factory.drivers.local import LocalDriver
 from services.runtime.bus import Subscription, connect
 from services.runtime.rabbit import delete_namespace
 from services.runtime.service import pid_file
@@ -260,6 +262,44 @@ def test_sigkill_with_a_running_job_leaves_no_job_process(start_pilot):
     killed = pilotdir.kill_leftovers(p.work_dir)
     assert job.pid in killed
     assert not _alive(job.pid) and not _group(p.proc.pid), "a job process outlived its pilot"
+
+
+def test_the_local_driver_restarts_a_killed_pilot_once_and_leaves_no_job_behind(start_pilot,
+                                                                                job_root):
+    settings = start_pilot.settings
+    driver = LocalDriver(job_root / "pilots")
+    pilot_id = f"itest-driver-{os.getpid()}"
+    start_pilot.pilot_ids.add(pilot_id)
+    work = job_root / "pilots" / pilot_id / "work"
+    context = {"AMQP_URL": settings.amqp_url, "BURST_NAMESPACE": settings.namespace,
+               "BURST_STATE_DIR": str(settings.state_dir), "BURST_PILOT_ID": pilot_id,
+               "BURST_ENTRY": "e1", "BURST_CPUS": "2"}
+    first = driver.launch(LaunchSpec(pilot_id, "e1", "g", context))
+    inbox = start_pilot.inboxes
+    pid = int(first.instance_id.removeprefix("local-"))
+    _registered(inbox, pid)
+    start_pilot.bus.send(script_job(pilot_id, "sleep 300", "claim-1", "1.0"), to=pilot_id)
+    inbox.reports.wait_for_item(lambda r: r.claim_id == "claim-1", what="claim-1 running")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid), what="the pilot to die")
+    assert [p for p in _group(pid) if p != pid], "its job should still run until swept"
+
+    [restarted] = driver.instances("e1")
+    assert restarted.state == "running" and restarted.instance_id != first.instance_id
+    assert not _group(pid), "the dead pilot's job outlived it"
+    new_pid = int(restarted.instance_id.removeprefix("local-"))
+    _registered(inbox, new_pid)
+    ad = inbox.events.wait_for_item(lambda e: isinstance(e, SlotAdvertised)
+                                    and f'"local-{new_pid}"' in e.ad, what="the new life's ad")
+    assert ad[0].jobs == [], "the killed job is not the restarted pilot's any more"
+
+    start_pilot.bus.send(script_job(pilot_id, "sleep 300", "claim-2", "2.0"), to=pilot_id)
+    inbox.reports.wait_for_item(lambda r: r.claim_id == "claim-2", what="claim-2 running")
+    os.kill(new_pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(new_pid), what="the restarted pilot to die")
+    [gone] = driver.instances("e1")
+    assert gone.state == "gone", "a pilot that dies again is lost, not restarted twice"
+    assert not _group(new_pid) and not pilotdir.kill_leftovers(work)
 
 
 JOB_A = "echo secret-a > mine; id -u; " + WAIT_FOR_GO

@@ -11,6 +11,7 @@ import subprocess
 import psutil
 
 from schemas.job import JobReport
+from services.cli import stack
 from services.condor.pilotdir import (
     JobRecord,
     OutboxEntry,
@@ -104,3 +105,16 @@ def _in_group(proc: psutil.Process, pgid: int) -> bool:
     except (ProcessLookupError, psutil.Error):
         return False
 
+
+def test_burst_down_sweeps_the_jobs_of_a_pilot_that_died_earlier(settings):
+    """No service runs; one pilot directory holds the records of a pilot killed with SIGKILL
+    whose job still runs: `burst down` leaves no job process behind."""
+    leader, children = _group_leader_with_two_children()
+    records = PilotRecords(settings.path("pilots", "p1", "work"))
+    records.set_owner(Owner(leader.pid, psutil.Process(leader.pid).create_time(), leader.pid))
+    records.close()
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()
+    assert all(child.is_running() for child in children)
+    assert stack.stop(settings, timeout=1.0) == []
+    assert not [p for p in psutil.process_iter() if _in_group(p, leader.pid)]

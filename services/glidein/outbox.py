@@ -56,7 +56,9 @@ class Outbox:
 
     def resend(self) -> None:
         now = self.clock()
-        for entry in self.records.reports():
+        entries = self.records.reports()
+        self._failing &= {entry.message_id for entry in entries}  # superseded ones go
+        for entry in entries:
             sent = self._inflight.get(entry.message_id)
             if sent is None or now - sent >= self.confirm_timeout_s:
                 self._publish(entry)

@@ -138,8 +138,9 @@ def test_pilot_process_runs_a_job_and_retires_when_idle(start_pilot):
     assert registered[0].pid == p.proc.pid and registered[0].context_source == "env"
     p.events.wait_for_item(lambda e: isinstance(e, SlotAdvertised) and e.state == "idle",
                            what="an idle slot ad")
-    assert pid_file(start_pilot.settings, f"pilot-{pilot_id}").read_text().strip() == \
-        str(p.proc.pid)
+    # Written by the main thread once the bus consumes, racing the first ad on the I/O thread.
+    path = pid_file(start_pilot.settings, f"pilot-{pilot_id}")
+    assert wait_until(lambda: path.exists() and path.read_text().strip()) == str(p.proc.pid)
 
     start_pilot.bus.send(activation(pilot_id, "/bin/echo", "hello"), to=pilot_id)
     running = p.reports.wait_for_item(
@@ -244,6 +245,34 @@ def test_a_result_kept_while_the_broker_is_away_is_delivered_once_after_a_restar
     exited = {mid for mid, r in p.report_ids if r.state == "exited"}
     assert exited == {kept.message_id}, "the result was delivered under another message id"
     assert not (p.work_dir / "execute" / "claim-1").exists()
+
+
+def test_a_result_kept_while_the_broker_is_away_is_resent_once_it_is_back(start_pilot):
+    """The same pilot, no restart: its resend timer delivers the kept result after the
+    reconnect, once per message id."""
+    pilot_id = f"itest-resend-{os.getpid()}"
+    proxy = BrokerProxy.start(start_pilot.settings.amqp_url)
+    p = start_pilot(pilot_id, AMQP_URL=proxy.url)
+    _registered(p, p.proc.pid)
+    start_pilot.bus.send(script_job(pilot_id, WAIT_FOR_GO, "claim-1", "1.0"), to=pilot_id)
+    p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
+    proxy.cut()
+    (p.work_dir / "execute" / "claim-1" / "go").touch()
+    wait_until(lambda: pilotdir.unfinished(p.work_dir) and not _running_jobs(p),
+               what="the result kept in the outbox")
+    proxy.restore()
+    p.reports.wait_for_item(lambda r: r.state == "exited", timeout=40, what="the result")
+    wait_until(lambda: not pilotdir.unfinished(p.work_dir), timeout=20, what="an empty outbox")
+    assert len({mid for mid, r in p.report_ids if r.state == "exited"}) == 1
+    assert p.proc.poll() is None, "the pilot carried on through the broker's absence"
+
+
+def _running_jobs(p: PilotProcess) -> list:
+    records = p.records()
+    try:
+        return records.jobs()
+    finally:
+        records.close()
 
 
 def test_sigkill_with_a_running_job_leaves_no_job_process(start_pilot):

@@ -214,32 +214,32 @@ def _sigkill(p: PilotProcess) -> None:
     p.proc.wait()
 
 
-def test_a_result_kept_while_the_broker_is_away_is_delivered_once_after_a_restart(start_pilot):
-    pilot_id = f"itest-outbox-{os.getpid()}"
+def _finish_while_the_broker_is_away(start_pilot, pilot_id: str):
+    """A pilot behind a proxy runs a job; the proxy is cut before the job ends, so the result
+    waits in the outbox. Returns the proxy, the pilot and that outbox entry."""
     proxy = BrokerProxy.start(start_pilot.settings.amqp_url)
     p = start_pilot(pilot_id, AMQP_URL=proxy.url)
     _registered(p, p.proc.pid)
     start_pilot.bus.send(script_job(pilot_id, WAIT_FOR_GO, "claim-1", "1.0"), to=pilot_id)
     p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
-
     proxy.cut()  # the broker is unreachable for this pilot from now on
     (p.work_dir / "execute" / "claim-1" / "go").touch()
-
-    def result_on_disk():
-        records = p.records()
-        try:
-            return [e for e in records.reports() if e.final]
-        finally:
-            records.close()
-
-    [kept] = wait_until(result_on_disk, timeout=20, what="the result in the outbox")
+    [kept] = wait_until(lambda: _kept_results(p), timeout=20, what="the result in the outbox")
     assert (kept.report.state, kept.report.stdout) == ("exited", b"finished\n")
-    _sigkill(p)
     assert not [r for r in p.reports.items if r.state == "exited"]
+    return proxy, p, kept
 
-    again = start_pilot(pilot_id)  # same id and work dir, a broker it can reach
-    _registered(again, again.proc.pid)
-    p.reports.wait_for_item(lambda r: r.state == "exited", what="the resent result")
+
+def _kept_results(p: PilotProcess) -> list[pilotdir.OutboxEntry]:
+    records = p.records()
+    try:
+        return [entry for entry in records.reports() if entry.final]
+    finally:
+        records.close()
+
+
+def _delivered_once(p: PilotProcess, kept: pilotdir.OutboxEntry) -> None:
+    p.reports.wait_for_item(lambda r: r.state == "exited", timeout=40, what="the result")
     wait_until(lambda: not pilotdir.unfinished(p.work_dir), timeout=20,
                what="the outbox to empty once the broker confirmed")
     exited = {mid for mid, r in p.report_ids if r.state == "exited"}
@@ -247,32 +247,22 @@ def test_a_result_kept_while_the_broker_is_away_is_delivered_once_after_a_restar
     assert not (p.work_dir / "execute" / "claim-1").exists()
 
 
+def test_a_result_kept_while_the_broker_is_away_is_delivered_once_after_a_restart(start_pilot):
+    pilot_id = f"itest-outbox-{os.getpid()}"
+    _proxy, p, kept = _finish_while_the_broker_is_away(start_pilot, pilot_id)
+    _sigkill(p)
+    again = start_pilot(pilot_id)  # same id and work dir, a broker it can reach
+    _registered(again, again.proc.pid)
+    _delivered_once(p, kept)
+
+
 def test_a_result_kept_while_the_broker_is_away_is_resent_once_it_is_back(start_pilot):
     """The same pilot, no restart: its resend timer delivers the kept result after the
-    reconnect, once per message id."""
-    pilot_id = f"itest-resend-{os.getpid()}"
-    proxy = BrokerProxy.start(start_pilot.settings.amqp_url)
-    p = start_pilot(pilot_id, AMQP_URL=proxy.url)
-    _registered(p, p.proc.pid)
-    start_pilot.bus.send(script_job(pilot_id, WAIT_FOR_GO, "claim-1", "1.0"), to=pilot_id)
-    p.reports.wait_for_item(lambda r: r.state == "running", what="the running report")
-    proxy.cut()
-    (p.work_dir / "execute" / "claim-1" / "go").touch()
-    wait_until(lambda: pilotdir.unfinished(p.work_dir) and not _running_jobs(p),
-               what="the result kept in the outbox")
+    reconnect."""
+    proxy, p, kept = _finish_while_the_broker_is_away(start_pilot, f"itest-resend-{os.getpid()}")
     proxy.restore()
-    p.reports.wait_for_item(lambda r: r.state == "exited", timeout=40, what="the result")
-    wait_until(lambda: not pilotdir.unfinished(p.work_dir), timeout=20, what="an empty outbox")
-    assert len({mid for mid, r in p.report_ids if r.state == "exited"}) == 1
+    _delivered_once(p, kept)
     assert p.proc.poll() is None, "the pilot carried on through the broker's absence"
-
-
-def _running_jobs(p: PilotProcess) -> list:
-    records = p.records()
-    try:
-        return records.jobs()
-    finally:
-        records.close()
 
 
 def test_sigkill_with_a_running_job_leaves_no_job_process(start_pilot):

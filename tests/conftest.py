@@ -7,7 +7,10 @@ AMQP_URL they fail (never skip): a missing broker in CI must be loud.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +42,17 @@ def rabbit_settings(settings) -> Settings:
         pytest.fail(f"no RabbitMQ broker answers at {settings.safe_url}: start one "
                     "(rabbitmq-server -detached) or set AMQP_URL", pytrace=False)
     return settings
+
+
+@pytest.fixture
+def job_root():
+    """A directory jobs running as slot users can reach: tmp_path lies under
+    /tmp/pytest-of-<user>, which is 0700, so a job run as another uid could not
+    traverse to its scratch directory there."""
+    root = Path(tempfile.mkdtemp(prefix="burst-jobs-"))
+    os.chmod(root, 0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -4,7 +4,9 @@
                     └── waits for <state>/run/<name>.pid, written once the service consumes
                     the embedded cloud first, when an entry has endpoint = "embedded":
                     the factory finds its endpoint in run/cloud.json
-    burst down  ──▶ SIGTERM to services and local pilots, waits for them to exit
+    burst down  ──▶ SIGTERM to services and local pilots' process groups, waits for them to
+                    exit (SIGKILL for pilots that do not), then kill_leftovers() of every pilot
+                    directory: no job process outlives it, even a dead pilot's
 
 Services keep their state in the broker and (the schedd) in SQLite, so a
 down/up cycle loses nothing: queued commands wait in durable queues.
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from services.condor.pilotdir import kill_leftovers
 from services.runtime.config import REPO_ROOT, ConfigError, Settings, load_pool_config
 
 SERVICES = ("schedd", "negotiator", "frontend", "factory", "web")
@@ -151,21 +154,30 @@ def pilot_pids(settings: Settings) -> list[int]:
 
 
 def stop(settings: Settings, timeout: float = STOP_TIMEOUT_S) -> list[str]:
-    """SIGTERM services first (no new work), then pilots; return what did not stop."""
+    """SIGTERM services first (no new work), then pilots; return what did not stop.
+
+    A pilot that ignores SIGTERM for `timeout` is killed with its process group; then
+    every pilot directory is swept, so jobs of pilots that died earlier go too.
+    """
     targets = [(s.name, s.pid) for s in service_states(settings) if s.alive]
     _terminate(targets)
     leftover = _wait_gone(targets, timeout)
     pilots = [(f"pilot {pid}", pid) for pid in pilot_pids(settings)]
     _terminate(pilots, group=True)
-    return leftover + _wait_gone(pilots, timeout)
+    stuck = _wait_gone(pilots, timeout)
+    _terminate([p for p in pilots if f"pilot {p[1]}" in stuck], group=True, sig=signal.SIGKILL)
+    for work in settings.path("pilots").glob("*/work"):
+        kill_leftovers(work)
+    return leftover + _wait_gone(pilots, 5.0)
 
 
-def _terminate(targets: list[tuple[str, int | None]], group: bool = False) -> None:
+def _terminate(targets: list[tuple[str, int | None]], group: bool = False,
+               sig: int = signal.SIGTERM) -> None:
     for _name, pid in targets:
         if pid is None:
             continue
         try:
-            os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
         except ProcessLookupError:
             pass
 

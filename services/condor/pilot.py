@@ -17,6 +17,8 @@ from typing import Any
 
 from services.runtime.config import DEFAULT_AMQP_URL, Settings
 
+DEFAULT_SLOT_USERS = "60001-60064"  # numeric uids: no /etc/passwd entries needed
+
 
 @dataclass(frozen=True)
 class PilotContext:
@@ -39,6 +41,9 @@ class PilotContext:
     state_dir: Path = Path(".burst").absolute()
     work_dir: Path = Path(".burst").absolute()
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
+    # Who jobs run as when the pilot is root: uids "a-b", numbers or user names, comma
+    # separated; "" runs every job as nobody (services/glidein/isolation.py).
+    slot_users: str = DEFAULT_SLOT_USERS
     source: str = "env"  # env | file | imds-v2 | imds-v1 | config-drive | context-disk
     # The pilot's own key (services/runtime/security.py): a file (local pilots), or, until the
     # metadata broker hands it over in a token exchange, the hex key from the VM's user data.

@@ -13,6 +13,7 @@ so both always agree. Pure: no I/O, no clock (the host's CPU name aside).
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ BUILTIN = (
     "TotalCpus", "TotalMemory", "TotalDisk", "IsGlidein", "PilotId", "GLIDEIN_Site",
     "GLIDEIN_Entry_Name", "GLIDEIN_Factory", "GLIDEIN_Name", "GLIDEIN_ToDie",
     "GLIDECLIENT_Group", "CloudProvider", "CloudInstanceID", "CloudInstanceType", "CloudSpot",
-    "Arch", "OpSys", "Start", "Requirements",
+    "Arch", "OpSys", "Start", "Requirements", "BurstJobIsolation", "BurstJobs",
 )
 
 
@@ -58,11 +59,16 @@ class Resources:
 
 
 def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
-            started_at: float | None = None) -> classad2.ClassAd:
+            started_at: float | None = None, isolation: str | None = None,
+            jobs: Sequence[str] | None = None) -> classad2.ClassAd:
     """The partitionable slot's ClassAd, with GlideinWMS and cloud attributes.
 
     `started_at` (epoch seconds) adds GLIDEIN_ToDie, when the pilot will be
     gone at the latest, which jobs may use to avoid pilots about to leave.
+    A running pilot also says how its jobs are isolated (BurstJobIsolation:
+    "uid", each job as a slot user of its own, or "none", as the pilot's user)
+    and which jobs it holds (BurstJobs, a list of job ids), so a schedd can
+    requeue a job claimed to it that it no longer has.
     """
     ad = classad2.ClassAd()
     for name, value in ctx.attributes.items():
@@ -86,6 +92,10 @@ def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
     ad["OpSys"] = "LINUX"
     ad["Start"] = True
     ad["Requirements"] = classad2.ExprTree(REQUIREMENTS)
+    if isolation is not None:
+        ad["BurstJobIsolation"] = isolation
+    if jobs is not None:
+        ad["BurstJobs"] = list(jobs)
     return ad
 
 

@@ -303,6 +303,7 @@ class Factory:
             "BURST_NAMESPACE": self.settings.namespace,
             "BURST_STATE_DIR": str(self.settings.state_dir),
             "BURST_PILOT_ATTRS": json.dumps(entry.attributes),
+            "BURST_SLOT_USERS": entry.slot_users,
         }
 
     def retire(self, pilot_id: str) -> None:

@@ -12,6 +12,7 @@ from services.runtime import security, service
 
 from .context import ContextError, load
 from .handlers import Glidein
+from .isolation import guard_key_file
 
 EXIT_BAD_CONTEXT = 2
 
@@ -28,6 +29,7 @@ def command(context: Path | None) -> int:
     except ContextError as exc:
         print(f"burst glidein: bad pilot context: {exc}", file=sys.stderr)
         return EXIT_BAD_CONTEXT
+    guard_key_file(str(ctx.key_file) if ctx.key_file else None)
     try:
         signer = pilot_signer(ctx)
     except security.AuthError as exc:

@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from services.condor.pilot import PilotContext
+from services.condor.pilot import DEFAULT_SLOT_USERS, PilotContext
 from services.runtime.config import DEFAULT_AMQP_URL, PROVIDERS, ConfigError
+
+from .isolation import parse_slot_users
 
 # A pilot id becomes a queue name, a routing-key target and a directory name.
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -92,6 +94,15 @@ def _path(value: Any, where: str) -> Path:
     return Path(_text(value, where)).absolute()
 
 
+def _slot_users(value: Any, where: str) -> str:
+    spec = _text(value, where)
+    try:
+        parse_slot_users(spec)
+    except ValueError as exc:
+        raise ContextError(f"{where}: {exc}") from None
+    return spec
+
+
 KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "pilot_id": ("BURST_PILOT_ID", _text),
     "entry": ("BURST_ENTRY", _text),
@@ -114,6 +125,7 @@ KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "pilot_work_dir": ("BURST_PILOT_WORK_DIR", _path),
     "pilot_key_file": ("BURST_PILOT_KEY_FILE", _path),
     "pilot_key": ("BURST_PILOT_KEY", _text),
+    "slot_users": ("BURST_SLOT_USERS", _slot_users),
 }
 # Friendlier spellings accepted in context files.
 ALIASES = {"attributes": "pilot_attrs", "work_dir": "pilot_work_dir"}
@@ -192,6 +204,7 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
         work_dir=value.get("pilot_work_dir") or state_dir / "glidein" / pilot_id,
         attributes=value.get("pilot_attrs", {}), source=source,
         key_file=value.get("pilot_key_file"), key_hex=value.get("pilot_key", ""),
+        slot_users=value.get("slot_users", DEFAULT_SLOT_USERS),
     )
     try:
         ctx.settings()

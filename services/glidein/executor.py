@@ -1,15 +1,24 @@
 """Running one job: a real subprocess in its own scratch directory, watched by polling.
 
-    JobRun(activation).start() ──▶ <work>/execute/<claim>/  inputs written, $$() substituted
-                                   Popen(new session, stdout/stderr to files)
-    poll() every ~0.5 s ─────────▶ None while it runs (RSS of the tree checked against
-                                   request_memory), then a JobResult: exited | held
-    kill() ──────────────────────▶ SIGKILL to the whole tree, no result
+    JobRun(activation, user).start() ──▶ <work>/execute/<claim>/ (0700, the job's uid): inputs
+                                         written, $$() substituted; Popen as that user, in the
+                                         pilot's process group, stdout/stderr to files
+    poll() every ~20 ms ───────────────▶ None while it runs (every 0.5 s the RSS of its tree
+                                         is checked against request_memory), then a JobResult
+    cleanup() ─────────────────────────▶ scratch removed, once the agent has recorded the result
+    kill() ────────────────────────────▶ SIGKILL to the whole tree, no result
 
 Nothing here blocks: the agent calls poll() from a timer on the bus's I/O
 thread, next to its handlers. A job becomes "held" (as HTCondor holds it) when
 it cannot be started, a $$() macro cannot be substituted, it outgrows its
 memory request, or it does not produce the outputs it promised.
+
+Jobs share the pilot's process group, so whatever kills the pilot's group
+kills them (services/condor/pilotdir.py sweeps up after a pilot that died). A
+job's own processes are its tree, plus what left the tree: processes of the
+pilot's group marked with its BURST_CLAIM_ID, and every process of its slot
+user when that uid is its alone. The pilot may be root: everything it reads
+back from the scratch directory is opened without following symlinks.
 """
 
 from __future__ import annotations
@@ -19,17 +28,21 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import classad2
 import psutil
 
 from schemas.slot import ClaimActivate
 from services.condor.macros import substitute_slot_macros
+
+from .isolation import SlotUser
 
 log = logging.getLogger("burst.glidein.executor")
 
@@ -44,7 +57,8 @@ Substitute = Callable[[str, classad2.ClassAd], str]
 @dataclass(frozen=True)
 class ExecutorConfig:
     max_output_bytes: int = 64 * MiB  # stdout + stderr + output files travel in one message
-    default_path: str = "/usr/local/bin:/usr/bin:/bin"
+    default_path: str = "/usr/local/bin:/usr/bin:/bin"  # the job's PATH: nothing of the pilot's
+    sample_interval_s: float = 0.5  # RSS and cpu of the tree; reaping is checked every poll
 
 
 @dataclass(frozen=True)
@@ -94,15 +108,18 @@ class JobRun:
 
     def __init__(self, msg: ClaimActivate, slot: classad2.ClassAd, work_dir: Path, *,
                  config: ExecutorConfig = ExecutorConfig(), path: str | None = None,
-                 substitute: Substitute = substitute_slot_macros):
+                 substitute: Substitute = substitute_slot_macros, user: SlotUser | None = None):
         self.msg = msg
         self.slot = slot
         self.scratch = work_dir / "execute" / msg.claim_id
         self.config = config
-        self.path = path or os.environ.get("PATH") or config.default_path
+        self.path = path or config.default_path
         self.substitute = substitute
+        self.user = user  # None: the pilot's own user
         self.proc: subprocess.Popen | None = None
+        self.create_time = 0.0  # of the job's process: with its pid, who it is after a crash
         self.started = 0.0
+        self._sampled = 0.0
         self.peak_rss = 0
         self.cpu_seconds = 0.0
         self._inputs: dict[str, tuple[int, int]] = {}  # name -> (mtime_ns, size) as written
@@ -123,13 +140,17 @@ class JobRun:
             argv, env = self._prepare()
             self.proc = self._spawn(argv, env)
         except HoldJob as exc:
-            self._cleanup()
+            self.cleanup()
             return JobResult(state="held", reason=str(exc))
         except OSError as exc:  # a full or read-only disk: the job could never run here
-            self._cleanup()
+            self.cleanup()
             return JobResult(state="held", reason=f"cannot prepare {self.scratch}: {exc}")
-        log.info("event=job_started job=%s claim=%s pid=%d", self.msg.job_id, self.msg.claim_id,
-                 self.proc.pid)
+        try:
+            self.create_time = psutil.Process(self.proc.pid).create_time()
+        except psutil.Error:  # gone already; reaped on the first poll
+            self.create_time = time.time()
+        log.info("event=job_started job=%s claim=%s pid=%d user=%s", self.msg.job_id,
+                 self.msg.claim_id, self.proc.pid, self.user.name if self.user else "pilot")
         return None
 
     def _prepare(self) -> tuple[list[str], dict[str, str]]:
@@ -141,7 +162,8 @@ class JobRun:
                    for key, value in msg.environment.items()}
         if self.scratch.exists():
             shutil.rmtree(self.scratch)  # left over from a pilot that died mid-job
-        self.scratch.mkdir(parents=True)
+        self.scratch.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.scratch.mkdir(mode=0o700)  # the job's alone (given to its user below)
         self._made_scratch = True
         self._write_inputs()
         env = {**base_environment(self.scratch, msg, self.slot, self.path), **job_env}
@@ -169,6 +191,17 @@ class JobRun:
         for name in (*self.msg.files, JOB_AD, MACHINE_AD):
             st = (self.scratch / name).stat()
             self._inputs[name] = (st.st_mtime_ns, st.st_size)
+        for name in (STDOUT, STDERR):
+            (self.scratch / name).touch(mode=0o600)
+        self._give_to_job(self.scratch, *(self.scratch / n for n in (*self._inputs, STDOUT,
+                                                                     STDERR)))
+
+    def _give_to_job(self, *paths: Path) -> None:
+        """Its scratch directory and files belong to the job's user (the pilot wrote them)."""
+        if self.user is None:
+            return
+        for path in paths:
+            os.chown(path, self.user.uid, self.user.gid, follow_symlinks=False)
 
     def _executable(self) -> str:
         exe = self.msg.executable
@@ -182,33 +215,36 @@ class JobRun:
         stdin_name = self.msg.stream_names.get("stdin", "")
         if stdin_name and stdin_name not in self.msg.files:
             raise HoldJob(f"stdin file {stdin_name} was not transferred")
+        # As the slot user with no supplementary groups (Popen sets them after the fork, no
+        # preexec_fn); in the pilot's process group, so killing the pilot's group kills it.
+        who = {} if self.user is None else {"user": self.user.uid, "group": self.user.gid,
+                                            "extra_groups": []}
         try:
             with (open(self.scratch / stdin_name if stdin_name else os.devnull, "rb") as stdin,
                   open(self.scratch / STDOUT, "wb") as stdout,
                   open(self.scratch / STDERR, "wb") as stderr):
-                # A session of its own: killpg reaches every process the job starts.
                 return subprocess.Popen(argv, cwd=self.scratch, env=env, stdin=stdin,
-                                        stdout=stdout, stderr=stderr, start_new_session=True,
-                                        close_fds=True)
+                                        stdout=stdout, stderr=stderr, close_fds=True, **who)
         except OSError as exc:
             raise HoldJob(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
 
     # --- watching ----------------------------------------------------------------------------
 
     def poll(self) -> JobResult | None:
-        """None while the job runs; its result once it has ended (scratch then removed)."""
+        """None while the job runs; its result once it has ended. The scratch directory stays
+        until cleanup(): the result must be on record before the job's files go."""
         if self.proc is None:
             return None
         status = self._reap()
         if status is None:
-            self._watch_memory()
+            now = time.monotonic()
+            if now - self._sampled >= self.config.sample_interval_s:
+                self._sampled = now
+                self._watch_memory()
             return None
-        try:
-            if self._silent:
-                return JobResult(state="held", reason="killed")
-            return self._result(status)
-        finally:
-            self._cleanup()
+        if self._silent:
+            return JobResult(state="held", reason="killed")
+        return self._result(status)
 
     def _reap(self) -> int | None:
         """The job's exit status once its main process has ended, reaping it."""
@@ -219,8 +255,7 @@ class JobRun:
         try:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
                 return None
-            # While the zombie still holds the pid, its group id cannot be reused: kill what
-            # the job left running in its session, as HTCondor does at job exit.
+            # Kill what the job left running, as HTCondor does at job exit.
             self._kill_tree(signal.SIGKILL)
             _, status, usage = os.wait4(pid, 0)  # does not block: it has exited
         except ChildProcessError:  # reaped elsewhere; nothing more to learn
@@ -271,24 +306,43 @@ class JobRun:
         self._silent = True
         self._kill_tree(signal.SIGKILL)
 
-    def discard(self) -> None:
-        """Give up on a killed job that has not died yet: remove its scratch directory."""
-        self._cleanup()
+    def cleanup(self) -> None:
+        """Remove the scratch directory (once the result is recorded, or given up on)."""
+        if self._made_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _kill_tree(self, sig: int) -> None:
         if self.proc is None:
             return
-        # Listed before signalling: once the root dies its children move to init.
-        tree = self._tree()
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for proc in tree[1:]:  # descendants that left the job's process group
+        # Listed before signalling: once the root dies its children move to init. Once the
+        # root is reaped its pid may be another process's: only the strays are looked for.
+        tree = self._tree() if self.proc.returncode is None else []
+        for proc in {p.pid: p for p in (*tree, *self._strays())}.values():
             try:
                 proc.send_signal(sig)
             except psutil.Error:
                 pass
+
+    def _strays(self) -> list[psutil.Process]:
+        """Processes of the job that left its tree (daemonized, or orphaned by its exit)."""
+        dedicated = self.user.uid if self.user is not None and self.user.dedicated else None
+        group, me = os.getpgid(0), os.getpid()
+        found = []
+        for proc in psutil.process_iter(["uids"]):
+            uids = proc.info["uids"]
+            try:
+                owned = dedicated is not None and uids and dedicated in (uids.real, uids.effective)
+                if proc.pid != me and (owned or (os.getpgid(proc.pid) == group
+                                                 and self._marked(proc))):
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                continue  # gone meanwhile
+        return found
+
+    def _marked(self, proc: psutil.Process) -> bool:
+        env = proc.environ()
+        return (env.get("BURST_CLAIM_ID") == self.msg.claim_id
+                and env.get("BURST_PILOT_ID") == self.msg.pilot_id)
 
     # --- results -----------------------------------------------------------------------------
 
@@ -310,44 +364,78 @@ class JobRun:
         return replace(result, stdout=stdout, stderr=stderr, output_files=outputs)
 
     def _collect(self) -> tuple[bytes, bytes, dict[str, bytes]]:
-        outputs = self._output_paths()
-        paths = [self.scratch / STDOUT, self.scratch / STDERR, *outputs.values()]
-        total = sum(p.stat().st_size for p in paths if p.is_file())
-        if total > self.config.max_output_bytes:
-            raise HoldJob(f"job output of {total // MiB} MiB exceeds the "
-                          f"{self.config.max_output_bytes // MiB} MiB the pilot can return")
-        stdout, stderr = (_read(self.scratch / name) for name in (STDOUT, STDERR))
-        return stdout, stderr, {name: _read(path) for name, path in outputs.items()}
+        files = {name: self._open(name) for name in (STDOUT, STDERR)}
+        outputs = {}
+        for returned, name in self._output_names().items():
+            outputs[returned] = self._open(name)
+            if outputs[returned] is None and self.msg.output_files:
+                raise HoldJob(f"transfer_output_files: {name} not produced")
+        opened = [f for f in (*files.values(), *outputs.values()) if f is not None]
+        try:
+            total = sum(os.fstat(f.fileno()).st_size for f in opened)
+            if total > self.config.max_output_bytes:
+                raise HoldJob(f"job output of {total // MiB} MiB exceeds the "
+                              f"{self.config.max_output_bytes // MiB} MiB the pilot can return")
+            stdout, stderr = (_read_all(files[name]) for name in (STDOUT, STDERR))
+            return stdout, stderr, {name: _read_all(f) for name, f in outputs.items()}
+        finally:
+            for f in opened:
+                f.close()
 
-    def _output_paths(self) -> dict[str, Path]:
-        """Returned name -> file in scratch: the listed outputs, else every new file."""
+    def _output_names(self) -> dict[str, str]:
+        """Returned name -> name inside scratch: the listed outputs, else every new file."""
         if self.msg.output_files:
             found = {}
             for name in self.msg.output_files:
-                path = self.scratch / name
-                if ".." in Path(name).parts or not path.is_file():
+                if Path(name).is_absolute() or ".." in Path(name).parts or not Path(name).parts:
                     raise HoldJob(f"transfer_output_files: {name} not produced")
-                found[path.name] = path  # HTCondor returns outputs flat, by base name
+                found[Path(name).name] = name  # HTCondor returns outputs flat, by base name
             return found
-        return {p.name: p for p in sorted(self.scratch.iterdir()) if self._is_new_output(p)}
+        return {p.name: p.name for p in sorted(self.scratch.iterdir()) if self._is_new_output(p)}
 
     def _is_new_output(self, path: Path) -> bool:
-        """Created or modified by the job (HTCondor's rule); no subdirectories."""
-        if path.name in (STDOUT, STDERR, self.msg.executable) or not path.is_file():
+        """Created or modified by the job (HTCondor's rule); no subdirectories, no symlinks,
+        nothing its slot user does not own."""
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return False
+        if path.name in (STDOUT, STDERR, self.msg.executable) or \
+                not stat.S_ISREG(st.st_mode) or not self._owns(st):
             return False
         written = self._inputs.get(path.name)
         if written is None:
             return True
-        st = path.stat()
         return (st.st_mtime_ns, st.st_size) != written and path.name not in (JOB_AD, MACHINE_AD)
 
-    def _cleanup(self) -> None:
-        if self._made_scratch:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+    def _owns(self, st: os.stat_result) -> bool:
+        return self.user is None or not self.user.dedicated or st.st_uid == self.user.uid
+
+    def _open(self, name: str) -> BinaryIO | None:
+        """A file the job left, opened beneath its scratch directory one component at a time
+        without following any symlink (the pilot may be root; the job may have planted one,
+        and may still be racing to swap one in); None if it is not there."""
+        *dirs, last = Path(name).parts
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        held: list[int] = []
+        try:
+            held.append(os.open(self.scratch, flags | os.O_DIRECTORY))
+            for part in dirs:
+                held.append(os.open(part, flags | os.O_DIRECTORY, dir_fd=held[-1]))
+            fd = os.open(last, flags | os.O_NONBLOCK, dir_fd=held[-1])
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file where a directory was
+            raise HoldJob(f"cannot return {name}: {exc.strerror or exc}") from None
+        finally:
+            for dir_fd in held:
+                os.close(dir_fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not self._owns(st):
+            os.close(fd)
+            raise HoldJob(f"cannot return {name}: not a regular file of the job's")
+        return os.fdopen(fd, "rb")  # closed by _collect
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
+def _read_all(file: BinaryIO | None) -> bytes:
+    return b"" if file is None else file.read()

@@ -28,6 +28,7 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +264,13 @@ class Bus(abc.ABC):
         """Send a command; `seal_for` encrypts its body to that pilot (security.py)."""
         env = self._envelope(command, correlation_id, message_id, seal_for=seal_for)
         self._publish(self.names.cmd, command_key(command, to), env)
+
+    @abc.abstractmethod
+    def send_many(self, commands: list[Any], to: str | None = None, *,
+                  message_ids: list[str] | None = None) -> Future:
+        """Send commands without waiting (any thread, the I/O thread too); the future
+        resolves when the last is confirmed, or fails (BrokerUnavailable). `message_ids`
+        (one per command) republish under an earlier attempt's ids: consumers dedupe."""
 
     @abc.abstractmethod
     def call(self, command: Any, to: str | None = None, *, timeout: float = 10.0) -> Any:

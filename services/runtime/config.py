@@ -105,6 +105,7 @@ class EntryConfig:
     limits: EntryLimits = field(default_factory=EntryLimits)
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
     faults: dict[str, Any] = field(default_factory=dict)  # embedded cloud: services/cloud/faults.py
+    slot_users: str = "60001-60064"  # who jobs run as under a root pilot (BURST_SLOT_USERS)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,16 @@ class InMemoryBus(Bus):
                        timestamp=int(time.time()))
         self._route(exchange, routing_key, env)
 
+    def send_many(self, commands: list[Any], to: str | None = None, *,
+                  message_ids: list[str] | None = None) -> Future:
+        """Routing is synchronous here: the future is resolved when this returns."""
+        ids = message_ids or [None] * len(commands)
+        for command, message_id in zip(commands, ids, strict=True):
+            self.send(command, to, message_id=message_id)
+        fut: Future = Future()
+        fut.set_result(len(commands))
+        return fut
+
     def flush(self, timeout: float = 10.0) -> None:
         return None  # publishing is synchronous here
 

@@ -384,9 +384,11 @@ class RabbitBus(Bus):
         envs = [self._envelope(e, correlation_id, None) for e in events]
         return self._publish_async([(self.names.events, env.routing_key, env) for env in envs])
 
-    def send_many(self, commands: list[Any], to: str | None = None) -> Future:
-        envs = [(self.names.cmd, command_key(c, to), self._envelope(c, None, None))
-                for c in commands]
+    def send_many(self, commands: list[Any], to: str | None = None, *,
+                  message_ids: list[str] | None = None) -> Future:
+        ids = message_ids or [None] * len(commands)
+        envs = [(self.names.cmd, command_key(c, to), self._envelope(c, None, message_id))
+                for c, message_id in zip(commands, ids, strict=True)]
         return self._publish_async(envs)
 
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, *,

@@ -259,3 +259,17 @@ def test_timers_run_on_the_handler_thread(make_bus):
 
 def test_rpc_error_reply_schema_is_registered():
     assert schemas.lookup("rpc.error", 1) is RpcError
+
+
+def test_send_many_resolves_on_confirm_and_keeps_the_given_message_ids(make_bus):
+    """What the pilot's outbox relies on: a future per batch, and a resend under the same id."""
+    inbox = Inbox()
+    bus = make_bus(Subscription("svc", target="t1", commands={
+        "pilot.retire": lambda m, c: inbox.add((c.message_id, m))}))
+    orders = [PilotRetire(pilot_id="p1", reason="a"), PilotRetire(pilot_id="p1", reason="b")]
+    ids = ["a" * 32, "b" * 32]
+    bus.send_many(orders, to="t1", message_ids=ids).result(timeout=10)
+    bus.send_many(orders[:1], to="t1", message_ids=ids[:1]).result(timeout=10)
+    seen = inbox.wait_for(lambda items: len(items) == 3, what="three deliveries")
+    assert sorted(seen, key=lambda s: s[1].reason) == [
+        (ids[0], orders[0]), (ids[0], orders[0]), (ids[1], orders[1])]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -123,16 +125,22 @@ class Pool:
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
+def pool():
+    # Not under pytest's tmp_path (/tmp/pytest-of-<user> is 0700): run by root, pilots run
+    # jobs as slot users, who must be able to reach their scratch directories in the state dir.
+    root = Path(tempfile.mkdtemp(prefix="burst-e2e-"))
+    os.chmod(root, 0o711)
     p = Pool(root)
     if not broker_answers(p.settings):
         pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
     p.ok("up", "-d")
     p.as_user("tester")
-    yield p
-    p.burst("down")
-    _delete_namespace(p)
+    try:
+        yield p
+    finally:
+        p.burst("down")
+        _delete_namespace(p)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _delete_namespace(p: Pool) -> None:

@@ -11,15 +11,18 @@ import threading
 import time
 from pathlib import Path
 
+import classad2
 import psutil
 import pytest
 
 from schemas.job import JobReport
 from schemas.pilot import PilotExited, PilotRetire
 from schemas.slot import ClaimActivate, JobKill, SlotAdvertised
+from services.condor import pilotdir
 from services.condor.claims import claim_digest
 from services.condor.pilot import PilotContext
 from services.glidein.handlers import AgentConfig, Glidein
+from services.glidein.isolation import SlotUsers
 from services.runtime.bus import Subscription, connect
 from tests.conftest import fresh_settings
 from tests.helpers import Inbox, wait_until
@@ -31,18 +34,20 @@ WAIT_FOR_GO = b"#!/bin/sh\nwhile [ ! -e go ]; do sleep 0.02; done\necho done\n"
 class Pilot:
     """A Glidein on an in-memory bus with a fake schedd ("test") and an event watcher."""
 
-    def __init__(self, tmp_path: Path, config: AgentConfig = FAST, **ctx_fields):
+    def __init__(self, tmp_path: Path, job_root: Path, config: AgentConfig = FAST,
+                 slot_users: SlotUsers | None = None, **ctx_fields):
         settings = fresh_settings(tmp_path)
         defaults = {"pilot_id": "p1", "entry": "entry1", "site": "SiteA", "factory": "fac",
                     "provider": "local", "cpus": 4, "memory_mb": 1000, "disk_mb": 1000,
                     "instance_id": "local-1", "namespace": settings.namespace,
-                    "state_dir": tmp_path / "state", "work_dir": tmp_path / "work"}
+                    "state_dir": tmp_path / "state", "work_dir": job_root / "work"}
         self.ctx = PilotContext(**{**defaults, **ctx_fields})
         self.bus = connect(settings, "test", memory=True)
-        self.glidein = Glidein(self.ctx, self.bus, config=config)
+        self.glidein = Glidein(self.ctx, self.bus, config=config, slot_users=slot_users)
         self.stopped = threading.Event()
         self.glidein.request_stop = self.stopped.set
         self.reports, self.events = Inbox(), Inbox()
+        self.message_ids: dict[str, list[str]] = {}  # claim -> ids of its reports, in order
         for sub in self.glidein.subscriptions():
             self.bus.subscribe(sub)
         self.bus.subscribe(Subscription("schedd.test", target="test",
@@ -55,6 +60,7 @@ class Pilot:
         self.events.wait_for(lambda box: box.of(SlotAdvertised), what="the first slot ad")
 
     def _got(self, msg, ctx) -> None:
+        self.message_ids.setdefault(msg.claim_id, []).append(ctx.message_id)
         self.reports.add(msg)
 
     def activate(self, claim_id: str = "c1", executable: str = "job.sh",
@@ -94,11 +100,11 @@ class Pilot:
 
 
 @pytest.fixture
-def pilot(tmp_path):
+def pilot(tmp_path, job_root):
     made: list[Pilot] = []
 
     def make(**kwargs) -> Pilot:
-        made.append(Pilot(tmp_path, **kwargs))
+        made.append(Pilot(tmp_path, job_root, **kwargs))
         return made[-1]
 
     yield make
@@ -290,3 +296,48 @@ def test_no_ads_after_exit(pilot):
     count = len(p.events.of(SlotAdvertised))
     p.glidein.advertise()
     assert len(p.events.of(SlotAdvertised)) == count
+
+
+def test_the_slot_ad_lists_the_jobs_the_pilot_holds(pilot):
+    p = pilot()
+    p.activate()
+    p.report("c1", "running")
+    busy = p.last_ad()
+    assert busy.jobs == ["1.c1"] and classad2.ClassAd(busy.ad).eval("BurstJobs") == ["1.c1"]
+    p.release("c1")
+    p.report("c1", "exited")
+    # Listed until its result is confirmed, so no ad can say it is gone before the report.
+    p.events.wait_for(lambda box: box.of(SlotAdvertised)[-1].jobs == [], what="an empty list")
+    assert classad2.ClassAd(p.last_ad().ad).eval("BurstJobs") == []
+
+
+def test_a_pilot_that_is_not_root_advertises_no_isolation(pilot, tmp_path):
+    p = pilot(slot_users=SlotUsers("60001-60064", euid=1000, lock_dir=tmp_path / "locks"))
+    assert classad2.ClassAd(p.last_ad().ad).eval("BurstJobIsolation") == "none"
+
+
+def test_the_jobs_environment_holds_nothing_of_the_pilots(pilot, monkeypatch):
+    monkeypatch.setenv("AMQP_URL", "amqp://burst:s3cret@broker/%2F")
+    monkeypatch.setenv("BURST_PILOT_KEY_FILE", "/somewhere/pilot.key")
+    p = pilot()
+    p.activate(files={"job.sh": b"#!/bin/sh\nenv\n"})
+    names = {line.split("=", 1)[0] for line in p.report("c1", "exited").stdout.decode().split()}
+    assert "AMQP_URL" not in names and "BURST_PILOT_KEY_FILE" not in names
+    assert {"HOME", "PATH", "BURST_JOB_ID", "_CONDOR_SCRATCH_DIR"} <= names
+
+
+def test_a_restarted_pilot_resends_its_outbox_under_the_same_message_id(pilot, job_root):
+    """What a previous life of the pilot recorded but never got confirmed goes out first, once
+    per message id; a claim it had handled is not run again when redelivered."""
+    records = pilotdir.PilotRecords(job_root / "work")
+    done = JobReport(job_id="1.c9", claim_id="c9", pilot_id="p1", state="exited", exit_code=0,
+                     stdout=b"from the previous life\n")
+    records.add_report(pilotdir.OutboxEntry("f" * 32, "test", done, final=True))
+    records.close()
+    p = pilot()
+    assert p.report("c9", "exited").stdout == b"from the previous life\n"
+    assert p.message_ids["c9"] == ["f" * 32]
+    wait_until(lambda: p.glidein.outbox.empty, what="the confirmed report to leave the outbox")
+    p.activate("c9")  # the schedd's activation, redelivered
+    p.bus.wait_idle()
+    assert p.states("c9") == ["exited"] and not p.glidein.jobs

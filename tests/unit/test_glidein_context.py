@@ -42,6 +42,12 @@ def test_defaults_for_a_minimal_local_pilot():
     assert ctx.provider == "local" and ctx.instance_id == "local-42" and not ctx.spot
 
 
+def test_slot_users_default_to_a_range_of_numeric_uids():
+    assert load(env={"BURST_PILOT_ID": "x"}).slot_users == "60001-60064"
+    assert load(env={"BURST_PILOT_ID": "x", "BURST_SLOT_USERS": "nobody, 61000"}).slot_users \
+        == "nobody, 61000"
+
+
 def test_the_local_drivers_work_dir_is_used():
     ctx = load(env={"BURST_PILOT_ID": "x", "BURST_PILOT_WORK_DIR": "/tmp/pilots/x/work"})
     assert ctx.work_dir == Path("/tmp/pilots/x/work")
@@ -68,6 +74,9 @@ def test_a_context_file_overrides_the_environment(tmp_path):
     ("BURST_PROVIDER", "azure", "BURST_PROVIDER: 'azure' is not one of local, aws"),
     ("BURST_PILOT_ID", "a/b", "BURST_PILOT_ID: 'a/b' may hold letters"),
     ("BURST_NAMESPACE", "a.b", "BURST_NAMESPACE: 'a.b' may hold letters"),
+    ("BURST_SLOT_USERS", "60064-60001", "BURST_SLOT_USERS: '60064-60001': expected a range"),
+    ("BURST_SLOT_USERS", "no-such-user-x", "BURST_SLOT_USERS: 'no-such-user-x': no such user"),
+    ("BURST_SLOT_USERS", "root", "BURST_SLOT_USERS: 'root': a slot user must not be root"),
 ])
 def test_bad_values_name_the_variable(var, value, message):
     with pytest.raises(ContextError) as err:

@@ -35,10 +35,13 @@ def start(msg: ClaimActivate, work: Path, **kwargs) -> JobRun:
 
 
 def wait_result(run: JobRun, timeout: float = 20.0) -> JobResult:
+    """The result, then the scratch directory removed (as the agent does once it is recorded)."""
     deadline = time.monotonic() + timeout
     while True:
         result = run.poll()
         if result is not None:
+            assert run.scratch.is_dir(), "the scratch directory went before the result was kept"
+            run.cleanup()
             return result
         if time.monotonic() > deadline:
             raise AssertionError("the job did not end in time")

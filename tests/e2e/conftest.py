@@ -6,6 +6,7 @@ for what they expect with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -124,28 +126,37 @@ class Pool:
         return int((self.root / "state" / "run" / f"{service}.pid").read_text())
 
 
-@pytest.fixture(scope="module")
-def pool():
+@contextlib.contextmanager
+def running_pool(config: str | None = None, queues: tuple[str, ...] = ()) -> Iterator[Pool]:
+    """`burst up -d` in a root of its own, `burst down` and its queues removed after."""
     # Not under pytest's tmp_path (/tmp/pytest-of-<user> is 0700): run by root, pilots run
     # jobs as slot users, who must be able to reach their scratch directories in the state dir.
     root = Path(tempfile.mkdtemp(prefix="burst-e2e-"))
     os.chmod(root, 0o711)
     p = Pool(root)
+    if config is not None:
+        (root / "burst.toml").write_text(config)
     if not broker_answers(p.settings):
         pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
     p.ok("up", "-d")
-    p.as_user("tester")
     try:
         yield p
     finally:
         p.burst("down")
-        _delete_namespace(p)
+        _delete_namespace(p, queues)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _delete_namespace(p: Pool) -> None:
+@pytest.fixture(scope="module")
+def pool():
+    with running_pool() as p:
+        p.as_user("tester")
+        yield p
+
+
+def _delete_namespace(p: Pool, extra: tuple[str, ...] = ()) -> None:
     from services.runtime.rabbit import delete_namespace
 
     queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory",
-              "factory.entry.e2e-a", "factory.entry.e2e-b"]
+              "factory.entry.e2e-a", "factory.entry.e2e-b", *extra]
     delete_namespace(p.settings, queues)

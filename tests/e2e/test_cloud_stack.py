@@ -6,8 +6,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from services.runtime.rabbit import broker_answers
-from tests.e2e.conftest import Pool
+from tests.e2e.conftest import running_pool
 from tests.helpers import processes_where
 
 CLOUD_CONFIG = """
@@ -40,18 +39,9 @@ credentials = { embedded = "none" }
 
 
 @pytest.fixture(scope="module")
-def cloud_pool(tmp_path_factory):
-    p = Pool(tmp_path_factory.mktemp("cloudpool"))
-    (p.root / "burst.toml").write_text(CLOUD_CONFIG)
-    if not broker_answers(p.settings):
-        pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
-    p.ok("up", "-d")
-    yield p
-    p.burst("down")
-    from services.runtime.rabbit import delete_namespace
-
-    delete_namespace(p.settings, ["schedd.schedd", "negotiator", "frontend.frontend",
-                                  "factory.factory", "factory.entry.emb-aws"])
+def cloud_pool():
+    with running_pool(CLOUD_CONFIG, queues=("factory.entry.emb-aws",)) as p:
+        yield p
 
 
 def test_a_job_runs_on_an_embedded_vm_and_down_leaves_nothing(cloud_pool):

@@ -91,6 +91,7 @@ class PilotRetire:
     NAME: ClassVar[str] = "pilot.retire"
     VERSION: ClassVar[int] = 1
     SENDERS: ClassVar[tuple[str, ...]] = ("service",)
+    SEALED: ClassVar[bool] = True  # to the pilot it is sent to (security.py)
     pilot_id: str
     reason: str
     only_if_idle: bool = True

@@ -68,6 +68,7 @@ class ClaimActivate:
     NAME: ClassVar[str] = "claim.activate"
     VERSION: ClassVar[int] = 1
     SENDERS: ClassVar[tuple[str, ...]] = ("service",)
+    SEALED: ClassVar[bool] = True  # to the pilot it is sent to (security.py)
     claim_id: str
     pilot_id: str
     schedd: str
@@ -89,6 +90,7 @@ class JobKill:
     NAME: ClassVar[str] = "job.kill"
     VERSION: ClassVar[int] = 1
     SENDERS: ClassVar[tuple[str, ...]] = ("service",)
+    SEALED: ClassVar[bool] = True  # to the pilot it is sent to (security.py)
     pilot_id: str
     job_id: str
     claim_id: str

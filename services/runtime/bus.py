@@ -261,8 +261,10 @@ class Bus(abc.ABC):
 
     def send(self, command: Any, to: str | None = None, *, correlation_id: str | None = None,
              message_id: str | None = None, seal_for: Principal | None = None) -> None:
-        """Send a command; `seal_for` encrypts its body to that pilot (security.py)."""
-        env = self._envelope(command, correlation_id, message_id, seal_for=seal_for)
+        """Send a command; `seal_for` encrypts its body to that pilot (security.py). A schema
+        marked SEALED (what services send a pilot) is always sealed to its target pilot."""
+        env = self._envelope(command, correlation_id, message_id,
+                             seal_for=seal_for or sealed_target(command, to))
         self._publish(self.names.cmd, command_key(command, to), env)
 
     @abc.abstractmethod
@@ -482,6 +484,13 @@ class Bus(abc.ABC):
         if isinstance(reply, schemas.job.RpcError):
             raise RemoteError(reply.message)
         return reply
+
+
+def sealed_target(command: Any, to: str | None) -> Principal | None:
+    """The pilot a SEALED command sent `to` it is sealed for (None for other commands)."""
+    if to is not None and getattr(command, "SEALED", False):
+        return security.pilot(to)
+    return None
 
 
 def _aad(env: Envelope) -> str:

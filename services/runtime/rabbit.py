@@ -44,6 +44,7 @@ from .bus import (
     RpcTimeout,
     Subscription,
     command_key,
+    sealed_target,
 )
 from .codec import Envelope
 from .config import Settings
@@ -387,7 +388,8 @@ class RabbitBus(Bus):
     def send_many(self, commands: list[Any], to: str | None = None, *,
                   message_ids: list[str] | None = None) -> Future:
         ids = message_ids or [None] * len(commands)
-        envs = [(self.names.cmd, command_key(c, to), self._envelope(c, None, message_id))
+        envs = [(self.names.cmd, command_key(c, to),
+                 self._envelope(c, None, message_id, seal_for=sealed_target(c, to)))
                 for c, message_id in zip(commands, ids, strict=True)]
         return self._publish_async(envs)
 

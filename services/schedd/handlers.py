@@ -23,7 +23,7 @@ import classad2
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
-from schemas.slot import ClaimActivate, JobKill, MatchOffer
+from schemas.slot import MatchOffer
 from services.runtime import security
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
@@ -37,7 +37,6 @@ log = logging.getLogger("burst.schedd")
 DEMAND_DEBOUNCE_S = 0.3
 DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
-TO_PILOTS = (ClaimActivate, JobKill)  # commands sealed to the pilot they are sent to
 
 
 class Schedd:
@@ -86,9 +85,6 @@ class Schedd:
             publish = ctx if ctx is not None else self.bus
             if out.kind == "emit":
                 publish.emit(out.message)
-            elif isinstance(out.message, TO_PILOTS):
-                # A job's environment and input files go to that pilot alone: sealed to it.
-                publish.send(out.message, out.to, seal_for=security.pilot(out.to))
             else:
                 publish.send(out.message, out.to)
         self._demand_dirty = True

@@ -144,7 +144,8 @@ def running_pool(config: str | None = None, queues: tuple[str, ...] = ()) -> Ite
     finally:
         p.burst("down")
         _delete_namespace(p, queues)
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("BURST_KEEP_TEST_POOLS"):  # set it to read a failed pool's logs
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

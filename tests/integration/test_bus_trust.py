@@ -11,7 +11,7 @@ import pika
 import pytest
 
 from schemas.job import JobReport
-from schemas.pilot import PilotLost
+from schemas.pilot import PilotLost, PilotRetire
 from schemas.slot import ClaimActivate
 from services.runtime import codec, security
 from services.runtime.bus import Subscription, connect
@@ -157,3 +157,14 @@ def test_a_tampered_body_is_dead_lettered_as_forged(buses):
     (reason,) = dead_reasons(schedd, "schedd.s", 1)
     assert reason.startswith("forged: signature of pilot:p1 does not verify")
     assert inbox.items == []
+
+
+def test_what_a_service_sends_a_pilot_is_sealed_to_it_without_being_asked(buses):
+    inbox = Inbox()
+    pilot = buses(Subscription("glidein.p1", target="p1",
+                               commands={"pilot.retire": lambda m, c: inbox.add(c.principal)}),
+                  signer=Verifier(POOL).signer_for(security.pilot("p1")))
+    factory = buses(**service_trust())
+    factory.send(PilotRetire(pilot_id="p1", reason="no longer requested"), to="p1")
+    assert inbox.wait_for(lambda items: len(items) == 1) == [security.service("schedd")]
+    assert pilot.dead_letters("glidein.p1") == []

@@ -308,12 +308,14 @@ def _group_is_ours(owner: Owner) -> bool:
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
+    """Live members of the group: a zombie (the dead pilot itself, until its parent reaps it)
+    has nothing left to kill."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getpgid(proc.pid) == pgid:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
-        except (ProcessLookupError, PermissionError):
+        except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return found
 

@@ -55,6 +55,7 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 ACCESS_REFUSED = 403
 DEADLINE_HEADER = "x-burst-deadline"  # epoch milliseconds; AMQP tables have no floats
 EVENT_LOG_MAX_AGE = "7D"
+CLOCK_SLACK_S = 2  # publishers' clocks may differ this much (their AMQP timestamps)
 EVENT_LOG_MAX_BYTES = 2 * 1024**3
 COALESCE_BYTES = 256 * 1024  # at most this much joined into one send()
 PERSISTENT = pika.DeliveryMode.Persistent.value
@@ -541,7 +542,11 @@ class RabbitBus(Bus):
 
 def read_event_log(settings: Settings, *, since: float | None = None, follow: bool = False,
                    idle_timeout: float = 1.0) -> Iterator[Envelope]:
-    """Events from the stream queue, oldest first; stops when idle unless following."""
+    """Events from the stream queue, oldest first. Unless following, it stops at what was
+    published by the time it was called (a busy pool is never idle for long: waiting for
+    a quiet moment could take forever), or when the stream is idle."""
+    until = None if follow else int(time.time()) + CLOCK_SLACK_S
+    since = None if since is None else int(since)  # AMQP timestamps are whole seconds
     conn = blocking_connection(settings)
     try:
         ch = conn.channel()
@@ -559,6 +564,8 @@ def read_event_log(settings: Settings, *, since: float | None = None, follow: bo
                     continue
                 break
             env = _envelope_from(method, props, body)
+            if until is not None and env.timestamp > until:
+                break
             unacked += 1
             if unacked >= 250:
                 ch.basic_ack(method.delivery_tag, multiple=True)

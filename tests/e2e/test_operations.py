@@ -83,10 +83,11 @@ def test_malformed_messages_are_dead_lettered_and_no_service_stops(pool):
 
 
 def test_kill_9_of_the_schedd_loses_no_job(pool):
-    done = pool.submit("many.sub", 'executable = /bin/sleep\narguments = 1\nqueue 6\n')
+    done = pool.submit("many.sub", 'executable = /bin/sleep\narguments = 3\nqueue 6\n')
     cluster = str(done["cluster"])
-    pool.wait_for(lambda: any(j["state"] == "running" for j in pool.json("q", cluster)),
-                  what="a running job")
+    # Started, not "running": on a loaded machine one `burst q` can take longer than a job.
+    pool.wait_for(lambda: any(j["started_at"] for j in pool.json("q", cluster)),
+                  what="a job to start")
     os.kill(pool.pid("schedd"), signal.SIGKILL)
     restarted = pool.ok("up", "-d")
     assert "schedd" in restarted and "started" in restarted

@@ -203,23 +203,32 @@ def token_issue(user: str, admin: bool, lifetime: float, out: Path | None) -> No
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print {cluster, jobs} as JSON")
+@click.option("--json", "as_json", is_flag=True,
+              help="print {cluster, jobs} as JSON (with --dry-run: the ads)")
 @click.option("--owner", default=None,
               help="submit as this owner (administrators only; default: your token's user)")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="print the job ads it would queue (--json: as a JSON list); queue nothing")
 @schedd_option
 @friendly
-def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> None:
+def submit(file: Path, as_json: bool, owner: str | None, dry_run: bool,
+           schedd: str | None) -> None:
     """Queue the jobs of an HTCondor submit description file."""
     from schemas.job import ClusterNew, JobSubmit, ProcAd
     from services.condor.submit import SubmitError, parse_submit_file
 
+    from . import dryrun
+
+    if dry_run:
+        dryrun.run(file, as_json=as_json, owner=owner)
+        return
     s = settings()
     try:
         owner = owner or identity.signer(s).principal.name
     except identity.NoIdentity as exc:
         raise Failure(str(exc)) from None
     try:
-        parse_submit_file(file, cluster=1, owner=owner)  # check before taking a cluster id
+        dryrun.check(file, owner=owner)  # before taking a cluster id; prints the warnings
     except SubmitError as exc:
         raise Failure(str(exc)) from None
     except OSError as exc:

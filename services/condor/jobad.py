@@ -3,22 +3,25 @@
 submit.py writes these attributes from a submit file; the schedd reads them
 to activate a claim and to place what a job returns:
 
-    Cmd, Args (or Arguments)        ─▶ arguments()     argv for the pilot
-    Env (or Environment)            ─▶ environment()   {name: value}
+    Cmd, Arguments (or Args)        ─▶ arguments()     argv for the pilot
+    Environment (or Env, EnvDelim)  ─▶ environment()   {name: value}
     Iwd                             ─▶ iwd()           where relative paths live
     TransferInput, TransferOutput   ─▶ string_list()   lists, or HTCondor's "a, b" strings
     In, Out, Err                    ─▶ stream_names()  the pilot's stdin/stdout/stderr names
 
-Pure: reading an ad, never a file.
+Arguments and Environment are HTCondor's raw new syntax, Args and Env its old
+one; ads queued before that was so carry Args and Env as ClassAd lists, which
+are read too. Pure: reading an ad, never a file.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 import classad2
+
+from .syntax import parse_raw_arguments, parse_raw_environment
 
 
 def string(ad: classad2.ClassAd, name: str) -> str:
@@ -45,30 +48,27 @@ def string_list(ad: classad2.ClassAd, name: str) -> list[str]:
 
 
 def arguments(ad: classad2.ClassAd) -> list[str]:
-    args = string_list(ad, "Args") if isinstance(ad.get("Args"), list) else None
-    if args is not None:
-        return args
-    return shlex.split(string(ad, "Arguments"))
+    if isinstance(ad.get("Args"), list):
+        return string_list(ad, "Args")
+    if "Arguments" in ad:
+        try:
+            return parse_raw_arguments(string(ad, "Arguments"))
+        except ValueError:  # not written by submit.py: take it word by word
+            return string(ad, "Arguments").split()
+    return string(ad, "Args").split()
 
 
 def environment(ad: classad2.ClassAd) -> dict[str, str]:
-    """The job's environment: the `Env` list of K=V strings, else `Environment`."""
-    value = ad.get("Env") if isinstance(ad.get("Env"), list) else ad.get("Environment")
-    if isinstance(value, classad2.ExprTree):
-        value = ad.eval("Environment")
-    pairs: list[str] = []
-    if isinstance(value, list):
-        pairs = [str(v) for v in value]
-    elif isinstance(value, classad2.ClassAd):
-        return {k: str(ad_value) for k, ad_value in value.items()}
-    elif isinstance(value, str):
-        pairs = shlex.split(value)
-    env = {}
-    for pair in pairs:
-        key, sep, val = pair.partition("=")
-        if sep and key:
-            env[key] = val
-    return env
+    """The job's environment: Environment, else Env (old syntax, or a list of K=V)."""
+    if isinstance(ad.get("Env"), list):
+        pairs = string_list(ad, "Env")
+        return dict(pair.split("=", 1) for pair in pairs if "=" in pair and pair[0] != "=")
+    try:
+        if "Environment" in ad:
+            return parse_raw_environment(string(ad, "Environment"))
+        return parse_raw_environment(string(ad, "Env"), string(ad, "EnvDelim") or ";")
+    except ValueError:  # not written by submit.py: what can be read of it
+        return {}
 
 
 def iwd(ad: classad2.ClassAd) -> Path:

@@ -1,98 +1,53 @@
 """Submit description files (condor_submit syntax) → one job ClassAd per proc.
 
 `burst submit FILE.sub` reads the file with this module after the schedd has
-allocated the cluster id, so $(Cluster) is known while parsing:
+allocated the cluster id, so $(Cluster) is known while parsing; `burst submit
+--dry-run` reads it with cluster 1, as condor_submit -dry-run does:
 
-    jobs.sub ──lines──▶ pre-check (names the line of any junk)
+    jobs.sub ──lines──▶ pre-check (names the line of any junk or refused command)
                 │
                 ├─ split into queue blocks; commands accumulate across blocks
                 ▼
-    htcondor2.Submit(commands)  ──itemdata()──▶ items × count ──▶ procs 0..N-1
+    htcondor2.Submit(commands) ──queuestmt.py──▶ items × count ──▶ procs 0..N-1
                 │                                                   │
-                └──────────── expand() with Process/Item/… set ─────┘
-                                                                    ▼
-                                                     JobSpec(proc, ClassAd)
+                └──── expand() with Process/Item/… set, item ───────┘
+                      variables named like commands applied         ▼
+                                          translate.py ──▶ JobSpec(proc, ClassAd)
+                                                          + warnings (commands.py)
 
 htcondor2 does the parsing and the $(macro) expansion; the translation to an
-ad is ours because `Submit.jobs()` is not implemented in the pip wheel.
-Nothing partial is ever returned: any problem raises SubmitError, whose str()
-is the one-line message for the user ("jobs.sub line 7: ...").
-
-Submit command → job attribute (HTCondor names, so users' expressions work):
-
-    executable              Cmd          absolute: kept; relative: must exist under Iwd
-    arguments               Arguments    canonical "new syntax" string, 'b c' quoted
-                            Args         ClassAd list of strings: the argv, {"a","b c"}
-    environment (env)       Environment  canonical "new syntax" string: A=1 B='x y'
-                            Env          ClassAd list of "K=V" strings, in file order
-    initialdir              Iwd          absolute; default the submit file's directory
-    input/output/error      In/Out/Err   as written (relative means under Iwd); /dev/null
-    log                     UserLog      absolute (joined to Iwd)
-    transfer_input_files    TransferInput   ClassAd list; each must exist at submit time
-    transfer_output_files   TransferOutput  ClassAd list
-    request_cpus            RequestCpus     positive integer, default 1
-    request_memory          RequestMemory   MiB: plain number = MiB; K/KB M/MB G/GB T/TB
-    request_disk            RequestDisk     KiB: plain number = KiB; same units; 1 GiB default
-    requirements            Requirements    (user's or true) && Cpus/Memory/Disk clauses
-    rank                    Rank            default 0.0
-    priority                JobPrio         integer, default 0
-    batch_name              JobBatchName
-    max_retries             MaxRetries      non-negative integer
-    +Attr / MY.Attr         Attr            raw ClassAd expression (applied last)
-    universe                JobUniverse     only vanilla (5)
-
-plus ClusterId, ProcId, Owner, QDate, JobStatus (1, idle) and, with a submit
-host, User and GlobalJobId. Args and Env are lists, not HTCondor's old-syntax
-strings, so the pilot never re-parses quoting. `$$(Attr)` is kept verbatim for
-the pilot, which calls `macros.substitute_slot_macros` with its slot ad. Other
-commands are macros, as in condor_submit; `getenv` and `include` are not
-supported (`include` is refused, so a file never silently loses commands).
-Sizes, arguments and environment are read by `syntax.py`.
+ad is ours because `Submit.jobs()` is not implemented in the pip wheel. What
+each command does is in the table of commands.py: supported ones land in the
+ad (translate.py, policy.py), warned ones are accepted and named in a warning,
+refused ones stop the file, quiet ones are ignored. Nothing partial is ever
+returned: any problem raises SubmitError, whose str() is the one-line message
+for the user ("jobs.sub line 7: ..."). Lines end only at "\\n", as in
+condor_submit, so other control characters stay inside their line.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import classad2
 import htcondor2
 
+from . import commands as table
 from .macros import macro_cycle, unterminated_macro
-from .syntax import (
-    format_arguments,
-    format_environment,
-    parse_arguments,
-    parse_disk_kib,
-    parse_environment,
-    parse_memory_mib,
-)
+from .queuestmt import parse_queue_args, queue_count, queue_items
+from .translate import job_ad
+from .where import Context, SubmitError, SubmitWarning, Where
 
-DEFAULT_REQUEST_MEMORY_MIB = 128  # HTCondor's JOB_DEFAULT_REQUESTMEMORY
-DEFAULT_REQUEST_DISK_KIB = 1024 * 1024
+__all__ = ["JobSpec", "Submission", "SubmitError", "SubmitWarning", "parse_submit_file",
+           "parse_submit_text", "read_submit_file", "read_submit_text"]
+
 MAX_PROCS_PER_CLUSTER = 100_000  # a typo'd `queue 1000000` must not flood the schedd
-VANILLA_UNIVERSE = 5
-IDLE = 1
-# Attributes the schedd owns: a +Attr overriding them would corrupt the queue.
-SCHEDD_OWNED = frozenset({"clusterid", "procid", "owner", "qdate", "jobstatus",
-                          "globaljobid", "user", "jobuniverse"})
-
-
-@dataclass(frozen=True)
-class SubmitError(Exception):
-    source: str
-    line: int | None
-    problem: str
-
-    def __str__(self) -> str:
-        where = f"{self.source} line {self.line}" if self.line else self.source
-        return f"{where}: {self.problem}"
+_C_SPACE = " \t\n\r\v\f"  # condor_submit trims C's whitespace, not Unicode's
 
 
 @dataclass(frozen=True)
@@ -108,47 +63,64 @@ class JobSpec:
         return repr(self.ad)
 
 
-def parse_submit_file(path: str | Path, *, cluster: int, owner: str, submit_host: str = "",
-                      now: float | None = None) -> list[JobSpec]:
+@dataclass(frozen=True)
+class Submission:
+    jobs: list[JobSpec]
+    warnings: list[SubmitWarning]  # each names its line; the CLI prints them on stderr
+
+
+def read_submit_file(path: str | Path, *, cluster: int, owner: str, submit_host: str = "",
+                     now: float | None = None,
+                     environ: Mapping[str, str] | None = None) -> Submission:
+    """The jobs of a submit file and the warnings about it. `environ` is the submitter's
+    environment for getenv (default: this process's)."""
     source = str(path)
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise SubmitError(source, None, f"cannot read the submit file: {err}") from None
-    return parse_submit_text(text, cluster=cluster, owner=owner,
-                             initialdir_default=Path(path).absolute().parent,
-                             source_name=source, submit_host=submit_host, now=now)
+    return read_submit_text(text, cluster=cluster, owner=owner,
+                            initialdir_default=Path(path).absolute().parent, source_name=source,
+                            submit_host=submit_host, now=now, environ=environ)
 
 
-def parse_submit_text(text: str, *, cluster: int, owner: str, initialdir_default: Path,
-                      source_name: str = "<text>", submit_host: str = "",
-                      now: float | None = None) -> list[JobSpec]:
-    ctx = _Context(source=source_name, base=Path(initialdir_default).absolute(),
-                   cluster=cluster, owner=owner, submit_host=submit_host,
-                   qdate=int(time.time() if now is None else now))
+def read_submit_text(text: str, *, cluster: int, owner: str, initialdir_default: Path,
+                     source_name: str = "<text>", submit_host: str = "",
+                     now: float | None = None,
+                     environ: Mapping[str, str] | None = None) -> Submission:
+    ctx = Context(source=source_name, base=Path(initialdir_default).absolute(),
+                  cluster=cluster, owner=owner, submit_host=submit_host,
+                  qdate=int(time.time() if now is None else now),
+                  environ=os.environ if environ is None else environ)
+    lines = _logical_lines(text)
+    blocks = _split_blocks(lines, ctx.source)
+    _warn_unused_macros(lines, ctx)
     specs: list[JobSpec] = []
-    blocks = _split_blocks(_logical_lines(text), ctx.source)
     for block in blocks:
         specs.extend(_block_jobs(block, ctx, first_proc=len(specs)))
     if not specs:
         raise ctx.error(blocks[0].queue.number, "the queue statements queue no jobs")
-    return specs
+    return Submission(specs, sorted(ctx.warnings, key=lambda warning: warning.line or 0))
+
+
+def parse_submit_file(path: str | Path, *, cluster: int, owner: str, submit_host: str = "",
+                      now: float | None = None,
+                      environ: Mapping[str, str] | None = None) -> list[JobSpec]:
+    """read_submit_file without the warnings."""
+    return read_submit_file(path, cluster=cluster, owner=owner, submit_host=submit_host,
+                            now=now, environ=environ).jobs
+
+
+def parse_submit_text(text: str, *, cluster: int, owner: str, initialdir_default: Path,
+                      source_name: str = "<text>", submit_host: str = "",
+                      now: float | None = None,
+                      environ: Mapping[str, str] | None = None) -> list[JobSpec]:
+    return read_submit_text(text, cluster=cluster, owner=owner,
+                            initialdir_default=initialdir_default, source_name=source_name,
+                            submit_host=submit_host, now=now, environ=environ).jobs
 
 
 # --- lines and queue blocks ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Context:
-    source: str
-    base: Path  # the submit file's directory: relative paths and globs start here
-    cluster: int
-    owner: str
-    submit_host: str
-    qdate: int
-
-    def error(self, line: int | None, problem: str) -> SubmitError:
-        return SubmitError(self.source, line, problem)
 
 
 @dataclass(frozen=True)
@@ -167,23 +139,25 @@ _QUEUE = re.compile(r"queue(?:\s+(?P<args>.*))?$", re.I | re.S)
 _COMMAND = re.compile(r"(?P<key>[^=]*?)\s*=\s*(?P<value>.*)$", re.S)
 _KEY = re.compile(r"(?:\+|MY\.)?[A-Za-z_][A-Za-z0-9_.]*$", re.I)
 _CONDITIONAL = re.compile(r"(?:if|elif|else|endif)(?:\s|$)", re.I)
+_INCLUDE = re.compile(r"include\b", re.I)
 
 
 def _logical_lines(text: str) -> list[_Line]:
     lines: list[_Line] = []
     pending: list[str] = []
     start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         start = start or number
         # As condor_submit: drop the backslash and the next line's indentation.
-        piece = raw.lstrip() if pending else raw
-        if raw.rstrip().endswith("\\"):
-            pending.append(piece.rstrip()[:-1])
+        piece = raw.lstrip(_C_SPACE) if pending else raw
+        if raw.rstrip(_C_SPACE).endswith("\\"):
+            pending.append(piece.rstrip(_C_SPACE)[:-1])
             continue
-        lines.append(_Line(start, "".join([*pending, piece]).strip()))
+        lines.append(_Line(start, "".join([*pending, piece]).strip(_C_SPACE)))
         pending, start = [], 0
     if pending:
-        lines.append(_Line(start, "".join(pending).strip()))
+        lines.append(_Line(start, "".join(pending).strip(_C_SPACE)))
     return lines
 
 
@@ -227,8 +201,9 @@ def _fold_item_list(args: str, lines: list[_Line], index: int, queue: _Line,
 def _checked_command(line: _Line, source: str) -> _Line:
     if _CONDITIONAL.match(line.text):
         return line
-    if re.match(r"include\b", line.text, re.I):
-        raise SubmitError(source, line.number, "'include' is not supported: inline the commands")
+    if _INCLUDE.match(line.text):
+        raise SubmitError(source, line.number,
+                          f"'include' is not supported: {table.lookup('include').note}")
     command = _COMMAND.match(line.text)
     if command is None:
         raise SubmitError(source, line.number, f"expected 'name = value', a queue statement or "
@@ -237,128 +212,46 @@ def _checked_command(line: _Line, source: str) -> _Line:
         raise SubmitError(source, line.number, f"{command['key']!r} is not a valid command name")
     if (macro := unterminated_macro(command["value"])) is not None:
         raise SubmitError(source, line.number, f"unterminated macro {macro!r}: missing ')'")
+    known = table.lookup(command["key"])
+    if known is not None and known.disposition is table.REFUSED and command["value"].strip() \
+            and not known.is_default(command["value"]):
+        raise SubmitError(source, line.number,
+                          f"{command['key']} is not supported here: {known.note}")
     return line
 
 
 def _command_lines(commands: Sequence[_Line]) -> dict[str, tuple[int, str]]:
-    """Lower-cased command name (as htcondor2 keys it: +Foo is my.foo) → the last line
-    defining it and the name as written there, for error messages."""
+    """Command (lower case as htcondor2 keys it: +Foo is my.foo; and its canonical name) →
+    the last line defining it and the name as written there, for messages."""
     lines = {}
     for line in commands:
         if command := _COMMAND.match(line.text):
             key = command["key"].lower()
-            lines["my." + key[1:] if key.startswith("+") else key] = (line.number, command["key"])
+            key = "my." + key[1:] if key.startswith("+") else key
+            lines[key] = lines[table.canonical(key)] = (line.number, command["key"])
     return lines
+
+
+def _warn_unused_macros(lines: Sequence[_Line], ctx: Context) -> None:
+    """condor_submit's warning for a line no command and no $(macro) uses: often a typo."""
+    defined = [(line, command) for line in lines
+               if (command := _COMMAND.match(line.text)) and not _QUEUE.match(line.text)
+               and not _CONDITIONAL.match(line.text)]
+    for line, command in defined:
+        name = command["key"].strip()
+        if not _KEY.match(name) or name.startswith("+") or table.lookup(name) is not None:
+            continue
+        uses = re.compile(rf"(?<![\w.]){re.escape(name)}(?![\w])", re.I)
+        others = (other.text if other is not line else command["value"] for other in lines)
+        if not any(uses.search(text) for text in others):
+            ctx.warn(line.number, f"{name!r} is not a submit command and nothing uses it: "
+                                  "is it a typo?")
 
 
 # --- one queue statement → procs ------------------------------------------------------------
 
-_QUEUE_ARGS = re.compile(r"(?P<head>.*?)\s*(?:\b(?P<mode>in|from|matching)\b\s*(?P<rest>.*))?$",
-                         re.I | re.S)
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
-_SLICE = re.compile(r"\[\s*(-?\d*)\s*:\s*(-?\d*)\s*(?::\s*(-?\d*)\s*)?\]\s*")
 
-
-@dataclass(frozen=True)
-class _QueueArgs:
-    count: str  # as written; may hold macros. "" means 1
-    names: tuple[str, ...]  # item variable names; () means Item
-    mode: str  # "", "in", "from" or "matching"
-    qualifier: str  # "files", "dirs" or "" after "matching"
-    rest: str  # the item list, file name or globs: what follows mode, qualifier and slice
-    items: slice
-
-
-def _parse_queue_args(args: str, line: int, ctx: _Context) -> _QueueArgs:
-    match = _QUEUE_ARGS.match(args.strip())
-    assert match is not None  # every group is optional
-    head = [word for word in re.split(r"[\s,]+", match["head"]) if word]
-    mode = (match["mode"] or "").lower()
-    count = head.pop(0) if head and (not mode or not _NAME.match(head[0])) else ""
-    if not mode and head:
-        raise ctx.error(line, f"bad queue statement 'queue {args.strip()}': after the count "
-                              "expected 'in', 'from' or 'matching'")
-    if bad := [name for name in head if not _NAME.match(name)]:
-        raise ctx.error(line, f"bad queue variable name {bad[0]!r}")
-    if mode in ("in", "matching") and len(head) > 1:
-        raise ctx.error(line, f"'queue ... {mode}' takes one variable name, got {len(head)}")
-    rest = match["rest"] or ""
-    kind = re.match(r"(files|dirs)\b\s*", rest, re.I) if mode == "matching" else None
-    qualifier, rest = (kind[1].lower(), rest[kind.end():]) if kind else ("", rest)
-    sliced = _SLICE.match(rest)
-    return _QueueArgs(count, tuple(head), mode, qualifier,
-                      rest[sliced.end():] if sliced else rest, _slice_of(sliced))
-
-
-def _slice_of(match: re.Match[str] | None) -> slice:
-    if match is None:
-        return slice(None)
-    return slice(*(int(part) if part else None for part in match.groups()))
-
-
-def _queue_count(queue: _QueueArgs, sub: htcondor2.Submit, line: int, ctx: _Context) -> int:
-    if not queue.count:
-        return 1
-    text = _expand_text(sub, queue.count)
-    try:
-        value = int(text) if re.fullmatch(r"-?\d+", text) else classad2.ExprTree(text).eval()
-    except classad2.ClassAdException:
-        value = None
-    # classad2.Value (Undefined, Error) is an IntEnum: exclude it before trusting int.
-    if isinstance(value, (classad2.Value, bool)) or not isinstance(value, int):
-        raise ctx.error(line, f"queue count {queue.count!r} is not a whole number")
-    if value < 0:
-        raise ctx.error(line, f"queue count {value} is negative")
-    return value
-
-
-def _expand_text(sub: htcondor2.Submit, text: str) -> str:
-    probe = htcondor2.Submit(dict(sub))
-    probe["BurstExpandProbe"] = text
-    return probe.expand("BurstExpandProbe").strip()
-
-
-def _queue_items(queue: _QueueArgs, sub: htcondor2.Submit, line: int,
-                 ctx: _Context) -> list[dict[str, str]]:
-    if not queue.mode:
-        return [{}]
-    names = ",".join(queue.names)
-    rest = _anchored_item_source(queue, line, ctx)
-    try:
-        items = sub.itemdata(f"{names} {queue.mode} {rest}")
-    except ValueError as err:
-        raise ctx.error(line, f"bad queue statement: {err}") from None
-    found = list(items or [])[queue.items]
-    if queue.mode == "matching":
-        return [{name: _relative_to(value, ctx.base) for name, value in item.items()}
-                for item in found]
-    return found
-
-
-def _anchored_item_source(queue: _QueueArgs, line: int, ctx: _Context) -> str:
-    """htcondor2 reads item files and globs relative to the process cwd; anchor them at
-    the submit file's directory instead (chdir would race with other threads)."""
-    rest = queue.rest.strip()
-    if queue.mode == "from" and not rest.startswith("("):
-        if rest.endswith("|"):
-            raise ctx.error(line, "'queue ... from command |' is not supported")
-        path = ctx.base / rest
-        if not path.is_file():
-            raise ctx.error(line, f"queue item file {rest!r} not found in {ctx.base}")
-        return str(path)
-    if queue.mode == "matching":
-        base = glob.escape(str(ctx.base))
-        patterns = (os.path.join(base, word) for word in rest.strip("()").split())
-        return " ".join([queue.qualifier, *patterns]).strip()
-    return rest
-
-
-def _relative_to(value: str, base: Path) -> str:
-    prefix = str(base).rstrip("/") + "/"
-    return value[len(prefix):] if value.startswith(prefix) else value
-
-
-def _block_jobs(block: _Block, ctx: _Context, first_proc: int) -> list[JobSpec]:
+def _block_jobs(block: _Block, ctx: Context, first_proc: int) -> list[JobSpec]:
     line = block.queue.number
     try:
         sub = htcondor2.Submit("\n".join(command.text for command in block.commands))
@@ -366,14 +259,15 @@ def _block_jobs(block: _Block, ctx: _Context, first_proc: int) -> list[JobSpec]:
         raise ctx.error(line, f"the commands before this queue statement do not parse: {err}") \
             from None
     commands = dict(sub)
-    where = _Where(ctx, _command_lines(block.commands), line)
+    where = Where(ctx, _command_lines(block.commands), line)
     _refuse_macro_loops(commands, where)  # before anything expands: that would hang
-    queue = _parse_queue_args(block.queue.text, line, ctx)
-    count = _queue_count(queue, sub, line, ctx)
-    items = _queue_items(queue, sub, line, ctx)
+    queue = parse_queue_args(block.queue.text, line, ctx)
+    count = queue_count(queue, sub, line, ctx)
+    items = queue_items(queue, sub, line, ctx)
     if first_proc + count * len(items) > MAX_PROCS_PER_CLUSTER:
         raise ctx.error(line, f"more than {MAX_PROCS_PER_CLUSTER} procs in one cluster")
     _refuse_macro_loops({**commands, **_values_by_name(items)}, where)
+    _warn_not_served({**commands, **{name: "" for item in items for name in item}}, where)
     # One Submit per block whose per-proc macros are overwritten for each proc: building
     # one per proc would cost more than the expansion itself.
     template = htcondor2.Submit(commands)
@@ -387,185 +281,52 @@ def _values_by_name(items: Sequence[Mapping[str, str]]) -> dict[str, str]:
     return {name: " ".join(item.get(name, "") for item in items) for name in names}
 
 
-def _refuse_macro_loops(values: Mapping[str, str], where: _Where) -> None:
+def _refuse_macro_loops(values: Mapping[str, str], where: Where) -> None:
     if cycle := macro_cycle(values):
         names = [where.lines.get(name, (0, name))[1] for name in cycle]
         raise where.ctx.error(where.lines.get(cycle[0], (where.queue_line, ""))[0],
                               "macros refer to each other in a loop: " + " -> ".join(names))
 
 
-def _job(template: htcondor2.Submit, commands: Mapping[str, str], where: _Where, proc: int,
+def _warn_not_served(values: Mapping[str, str], where: Where) -> None:
+    """Name each command the pool does not serve, unless it asks for the default."""
+    for name, value in sorted(values.items()):
+        command = table.lookup(name)
+        if command is not None and command.disposition is table.WARNED \
+                and not command.is_default(value):
+            where.warn(table.canonical(name), command.note)
+
+
+def _job(template: htcondor2.Submit, commands: Mapping[str, str], where: Where, proc: int,
          index: int, item: Mapping[str, str], step: int) -> JobSpec:
     per_proc = {"Process": proc, "ProcId": proc, "Cluster": where.ctx.cluster,
                 "ClusterId": where.ctx.cluster, "Step": step, "ItemIndex": index, "Row": index}
     for name, value in {**per_proc, **item}.items():
         template[name] = str(value)
-    expanded = {}
-    for key, raw in commands.items():
-        if not raw.strip():
-            expanded[key.lower()] = ""  # htcondor2 treats an empty value as no key at all
-        elif key.lower() in _MAPPED or key.lower().startswith("my."):
-            try:
-                expanded[key.lower()] = template.expand(key).strip()
-            except (KeyError, ValueError) as err:
-                raise where.error(key.lower(), f"cannot expand its macros: {err}") from None
+    # An item variable named like a command is that command for this proc, as in
+    # condor_submit (`queue arguments from args.txt`): it overrides the file's line.
+    raw = {**{key.lower(): value for key, value in commands.items()},
+           **{name.lower(): value for name, value in item.items()}}
+    expanded: dict[str, str] = {}
+    for key in sorted(raw, key=lambda key: key != table.canonical(key)):  # canonical first
+        command = table.lookup(key)
+        name = table.canonical(key)
+        if command is None or command.disposition is table.QUIET:
+            continue
+        value = _expand(template, key, raw[key], where, name)
+        expanded.setdefault(name, value)  # the canonical spelling wins over an alias
+        if key != name:
+            expanded[key] = value  # what an alias said still counts (`env` asks for Env)
     custom = {key.lower(): key[3:] for key in commands if key.lower().startswith("my.")}
-    return JobSpec(proc, _job_ad(expanded, custom, where, proc))
+    return JobSpec(proc, job_ad(expanded, custom, where, proc))
 
 
-# --- translation of expanded commands into an ad --------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Turns a problem with a command into a SubmitError naming that command's line."""
-
-    ctx: _Context
-    lines: Mapping[str, tuple[int, str]]  # from _command_lines
-    queue_line: int
-
-    def error(self, key: str, problem: str) -> SubmitError:
-        line, label = self.lines.get(key, (self.queue_line, key))
-        return self.ctx.error(line, f"{label}: {problem}")
-
-
-_MAPPED = frozenset({
-    "executable", "arguments", "environment", "env", "initialdir", "initial_dir", "input",
-    "output", "error", "log", "transfer_input_files", "transfer_output_files", "request_cpus",
-    "request_memory", "request_disk", "requirements", "rank", "priority", "universe",
-    "batch_name", "max_retries"})
-
-_T = TypeVar("_T")
-
-
-def _convert(expanded: Mapping[str, str], key: str, convert: Callable[[str], _T],
-             default: _T, where: _Where) -> _T:
-    raw = expanded.get(key, "")
-    if not raw:
-        return default
+def _expand(template: htcondor2.Submit, key: str, raw: str, where: Where, name: str) -> str:
+    if not raw.strip():
+        return ""  # htcondor2 takes an empty value for no key at all: keep it empty
     try:
-        return convert(raw)
+        return template.expand(key).strip()
+    except KeyError:
+        return ""  # it expanded to nothing ($(undefined)), which htcondor2 reports so
     except ValueError as err:
-        raise where.error(key, str(err)) from None
-
-
-def _job_ad(expanded: Mapping[str, str], custom: Mapping[str, str], where: _Where,
-            proc: int) -> classad2.ClassAd:
-    ctx = where.ctx
-    universe = expanded.get("universe", "vanilla").lower()
-    if universe != "vanilla":
-        raise where.error("universe", f"only the vanilla universe is supported, not {universe!r}")
-    iwd = _iwd(expanded, where)
-    ad = classad2.ClassAd()
-    ad["ClusterId"], ad["ProcId"], ad["Owner"] = ctx.cluster, proc, ctx.owner
-    ad["JobUniverse"], ad["JobStatus"], ad["QDate"] = VANILLA_UNIVERSE, IDLE, ctx.qdate
-    if ctx.submit_host:
-        ad["User"] = f"{ctx.owner}@{ctx.submit_host}"
-        ad["GlobalJobId"] = f"{ctx.submit_host}#{ctx.cluster}.{proc}#{ctx.qdate}"
-    ad["Iwd"] = str(iwd)
-    ad["Cmd"] = _executable(expanded, iwd, where)
-    argv = _convert(expanded, "arguments", parse_arguments, [], where)
-    ad["Args"], ad["Arguments"] = argv, format_arguments(argv)
-    env_key = "environment" if "environment" in expanded else "env"
-    env = _convert(expanded, env_key, parse_environment, {}, where)
-    ad["Env"], ad["Environment"] = [f"{k}={v}" for k, v in env.items()], format_environment(env)
-    _add_files(ad, expanded, iwd, where)
-    _add_resources(ad, expanded, where)
-    ad["JobPrio"] = _convert(expanded, "priority", _integer, 0, where)
-    ad["MaxRetries"] = _convert(expanded, "max_retries", _non_negative, 0, where)
-    if batch := expanded.get("batch_name"):
-        ad["JobBatchName"] = batch
-    _add_custom(ad, expanded, custom, where)
-    return ad
-
-
-def _iwd(expanded: Mapping[str, str], where: _Where) -> Path:
-    key = "initialdir" if "initialdir" in expanded else "initial_dir"
-    given = expanded.get(key, "")
-    iwd = Path(os.path.normpath(where.ctx.base / given)) if given else where.ctx.base
-    if not iwd.is_dir():
-        raise where.error(key, f"directory {str(iwd)!r} does not exist")
-    return iwd
-
-
-def _executable(expanded: Mapping[str, str], iwd: Path, where: _Where) -> str:
-    given = expanded.get("executable", "")
-    if not given:
-        raise where.ctx.error(where.queue_line, "no executable given before this queue statement")
-    if os.path.isabs(given):
-        return given  # may exist only on the execute side (e.g. /usr/bin/python3)
-    if not (iwd / given).is_file():
-        raise where.error("executable", f"{given!r} not found in {iwd}")
-    return os.path.normpath(iwd / given)
-
-
-def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
-               where: _Where) -> None:
-    stdin = expanded.get("input", "")
-    if stdin and not (iwd / stdin).exists():
-        raise where.error("input", f"file {stdin!r} not found in {iwd}")
-    ad["In"] = stdin or "/dev/null"
-    ad["Out"] = expanded.get("output") or "/dev/null"
-    ad["Err"] = expanded.get("error") or "/dev/null"
-    if log := expanded.get("log"):
-        ad["UserLog"] = os.path.normpath(iwd / log)
-    inputs = _file_list(expanded.get("transfer_input_files", ""))
-    if missing := [name for name in inputs if "://" not in name and not (iwd / name).exists()]:
-        raise where.error("transfer_input_files", f"{missing[0]!r} does not exist in {iwd}")
-    ad["TransferInput"] = inputs
-    ad["TransferOutput"] = _file_list(expanded.get("transfer_output_files", ""))
-
-
-def _file_list(value: str) -> list[str]:
-    return [name for name in re.split(r"[\s,]+", value) if name]
-
-
-def _add_resources(ad: classad2.ClassAd, expanded: Mapping[str, str], where: _Where) -> None:
-    ad["RequestCpus"] = _convert(expanded, "request_cpus", _positive, 1, where)
-    ad["RequestMemory"] = _convert(expanded, "request_memory", parse_memory_mib,
-                                   DEFAULT_REQUEST_MEMORY_MIB, where)
-    ad["RequestDisk"] = _convert(expanded, "request_disk", parse_disk_kib,
-                                 DEFAULT_REQUEST_DISK_KIB, where)
-    user = _convert(expanded, "requirements", _expression, classad2.ExprTree("true"), where)
-    ad["Requirements"] = classad2.ExprTree(
-        f"({user}) && (TARGET.Cpus >= MY.RequestCpus) && (TARGET.Memory >= MY.RequestMemory)"
-        " && (TARGET.Disk >= MY.RequestDisk)")
-    ad["Rank"] = _convert(expanded, "rank", _expression, classad2.ExprTree("0.0"), where)
-
-
-def _add_custom(ad: classad2.ClassAd, expanded: Mapping[str, str], custom: Mapping[str, str],
-                where: _Where) -> None:
-    """+Attr comes last so it may override a mapped attribute, as in condor_submit."""
-    for key, attr in custom.items():
-        if attr.lower() in SCHEDD_OWNED:
-            raise where.error(key, f"{attr} is set by the schedd and cannot be overridden")
-        if not expanded[key]:
-            raise where.error(key, "no value given")
-        ad[attr] = _convert(expanded, key, _expression, classad2.ExprTree("undefined"), where)
-        if attr.lower() == "desired_sites" and not isinstance(ad.eval(attr), str):
-            raise where.error(key, 'DESIRED_Sites must be a quoted string like "site_a,site_b"')
-
-
-def _expression(text: str) -> classad2.ExprTree:
-    try:
-        return classad2.ExprTree(text)
-    except classad2.ClassAdException:
-        raise ValueError(f"{text!r} is not a valid ClassAd expression") from None
-
-
-def _integer(text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ValueError(f"{text!r} is not an integer")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    if not re.fullmatch(r"\+?\d+", text) or int(text) <= 0:
-        raise ValueError(f"{text!r} is not a positive integer")
-    return int(text)
-
-
-def _non_negative(text: str) -> int:
-    if not re.fullmatch(r"\+?\d+", text):
-        raise ValueError(f"{text!r} is not a non-negative integer")
-    return int(text)
+        raise where.error(name, f"cannot expand its macros: {err}") from None

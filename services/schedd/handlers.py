@@ -124,28 +124,38 @@ class Schedd:
         if row["owner"] != msg.owner:
             raise PermanentError(f"cluster {msg.cluster} belongs to {row['owner']}")
         now = time.time()
-        ids = []
+        ids, held = [], []
         for proc, ad in ads:
             key = queue.autocluster_of(ad, msg.owner)
             tx.execute("INSERT OR IGNORE INTO autoclusters (id, owner, ad, desired_sites) "
                        "VALUES (?, ?, ?, ?)", (key.id, msg.owner, key.ad, key.desired_sites))
             cpus, memory, disk = queue.resource_requests(ad)
+            # `hold = true` in the submit file: the ad says JobStatus 5, as condor_submit's.
+            hold_reason = _submitted_on_hold(ad)
             tx.execute(
-                "INSERT INTO jobs (cluster, proc, owner, state, ad, autocluster, request_cpus, "
-                "request_memory_mb, request_disk_mb, submitted_at) "
-                "VALUES (?, ?, ?, 'idle', ?, ?, ?, ?, ?, ?)",
-                (msg.cluster, proc, msg.owner, str(ad), key.id, cpus, memory, disk, now))
+                "INSERT INTO jobs (cluster, proc, owner, state, hold_reason, ad, autocluster, "
+                "request_cpus, request_memory_mb, request_disk_mb, submitted_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (msg.cluster, proc, msg.owner, "held" if hold_reason else "idle",
+                 hold_reason or "", str(ad), key.id, cpus, memory, disk, now))
             ids.append(queue.job_id(msg.cluster, proc))
-            for line in logic.user_log(ad, msg.cluster, proc, userlog.SUBMITTED,
-                                       f"Job submitted from host: <{self.name}>", "", now):
+            lines = logic.user_log(ad, msg.cluster, proc, userlog.SUBMITTED,
+                                   f"Job submitted from host: <{self.name}>", "", now)
+            if hold_reason:
+                held.append((ids[-1], hold_reason))
+                lines += logic.user_log(ad, msg.cluster, proc, userlog.HELD, "Job was held.",
+                                        hold_reason, now)
+            for line in lines:
                 userlog.append(line.path, line.text)
         tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
                    (now, msg.submit_file, msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
                                    owner=msg.owner)
         tx.emit(submitted)
-        log.info("event=cluster_submitted cluster=%d jobs=%d owner=%s", msg.cluster, len(ids),
-                 msg.owner)
+        for job_id, reason in held:  # after job.submitted, so every view folds them as held
+            tx.emit(J.JobHeld(schedd=self.name, job_id=job_id, owner=msg.owner, reason=reason))
+        log.info("event=cluster_submitted cluster=%d jobs=%d held=%d owner=%s", msg.cluster,
+                 len(ids), len(held), msg.owner)
         return submitted
 
     # --- queries and user actions -------------------------------------------------------------
@@ -312,6 +322,14 @@ class Schedd:
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
                             running=int(r["running"] or 0), desired_sites=r["desired_sites"])
                 for r in rows]
+
+
+def _submitted_on_hold(ad: classad2.ClassAd) -> str:
+    """The hold reason of a job submitted held (JobStatus 5), or "" for one that is idle."""
+    if ad.get("JobStatus") != logic.HELD_STATUS:
+        return ""
+    reason = ad.get("HoldReason")
+    return reason if isinstance(reason, str) and reason else "submitted on hold"
 
 
 def _require_owner(ctx: Context, owner: str, what: str) -> None:

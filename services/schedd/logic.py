@@ -34,6 +34,7 @@ from . import userlog
 from .queue import job_id
 
 TERMINAL = ("completed", "removed")
+HELD_STATUS = 5  # HTCondor's JobStatus of a held job
 ACTIONS = ("remove", "hold", "release")
 FINISHED = ("exited", "held")  # reports that bring the job's output back
 NO_CLAIM = {"claim_id": None, "matched_at": None}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import classad2
 
 from schemas.job import JobInfo
+from services.condor import jobad
+from services.condor.syntax import format_arguments
 
 # Attributes that decide where a job can run. Attributes its Requirements or
 # Rank read from the job itself (MY.x, or a bare name defined in the ad) are
@@ -111,7 +113,6 @@ def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
                        request_disk_mb=row["request_disk_mb"],
                        submitted_at=row["submitted_at"], runs=row["runs"])
     ad = classad2.ClassAd(row["ad"])
-    args = ad.get("Arguments", "")
     return JobInfo(
         id=job_id(row["cluster"], row["proc"]),
         owner=row["owner"],
@@ -122,7 +123,7 @@ def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
         provider=row["provider"] if state != "idle" else None,
         pilot_id=row["pilot_id"] if state != "idle" else None,
         cmd=str(ad.get("Cmd", "")),
-        args=args if isinstance(args, str) else "",
+        args=format_arguments(jobad.arguments(ad)),  # Arguments, or old-syntax Args
         hold_reason=row["hold_reason"] or "",
         idle_reason=idle_reason(reasons_by_source, row["autocluster"])
         if state == "idle" and not row["claim_id"] else "",

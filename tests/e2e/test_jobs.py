@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 ECHO = """
@@ -99,6 +101,35 @@ def test_hold_release_and_remove(pool):
     assert pool.job(job_id)["state"] == "removed"
     again = pool.burst("rm", job_id)
     assert again.returncode == 1 and "already removed" in again.stderr
+
+
+def test_an_htcondor_submit_file_runs_as_htcondor_means_it(pool):
+    """hold = true waits held until released; each job gets its line of args.txt and the
+    submitter's E2E_GREETING (getenv); what the pool does not serve is named on stderr and
+    the submit still succeeds."""
+    pool.write("args.txt", "first --n 1\nsecond --n 2\n")
+    pool.write("greet.sh", '#!/bin/sh\necho "$E2E_GREETING $*"\n', mode=0o755)
+    pool.write("held.sub", """
+executable = greet.sh
+output = held.$(Process).out
+hold = true
+kill_sig = SIGUSR1
+getenv = E2E_GREETING
+queue arguments from args.txt
+""")
+    proc = pool.burst("submit", "held.sub", "--json", env={"E2E_GREETING": "hi"})
+    assert proc.returncode == 0, proc.stderr
+    assert "held.sub line 5: kill_sig: ignored" in proc.stderr
+    jobs = json.loads(proc.stdout)["jobs"]
+    for job_id in jobs:
+        job = pool.job(job_id)
+        assert (job["state"], job["hold_reason"]) == ("held",
+                                                      "submitted on hold at user's request")
+    assert pool.burst("wait", jobs[0], "--timeout", "5").returncode == 1  # held, not running
+    pool.ok("release", *jobs)
+    pool.ok("wait", *jobs, "--timeout", "90")
+    assert [(pool.work / f"held.{i}.out").read_text() for i in (0, 1)] == [
+        "hi first --n 1\n", "hi second --n 2\n"]
 
 
 @pytest.mark.parametrize("command", [["q"], ["wait", "999"], ["rm", "999"]])

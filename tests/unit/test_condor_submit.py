@@ -8,6 +8,7 @@ from pathlib import Path
 import classad2
 import pytest
 
+from services.condor import jobad
 from services.condor.macros import SlotMacroError, substitute_slot_macros
 from services.condor.submit import JobSpec, SubmitError, parse_submit_file, parse_submit_text
 from services.condor.syntax import (
@@ -56,6 +57,11 @@ def column(specs: list[JobSpec], attr: str) -> list:
     return [spec.ad.eval(attr) for spec in specs]
 
 
+def argvs(specs: list[JobSpec]) -> list[list[str]]:
+    """Each job's argv, as the schedd reads it from the ad for the pilot."""
+    return [jobad.arguments(spec.ad) for spec in specs]
+
+
 # --- the default ad --------------------------------------------------------------------------
 
 
@@ -69,11 +75,17 @@ def test_minimal_file_gives_one_idle_vanilla_job_with_htcondor_defaults(workdir)
     assert ad["Iwd"] == str(workdir)
     assert (ad["RequestCpus"], ad["RequestMemory"], ad["RequestDisk"]) == (1, 128, 1024 * 1024)
     assert (ad["In"], ad["Out"], ad["Err"]) == ("/dev/null", "/dev/null", "/dev/null")
-    assert (ad["Args"], ad["Arguments"], ad["Env"], ad["Environment"]) == ([], "", [], "")
-    assert (ad["TransferInput"], ad["TransferOutput"]) == ([], [])
-    assert (ad["JobPrio"], ad["MaxRetries"], ad.eval("Rank")) == (0, 0, 0.0)
+    assert (ad["Arguments"], ad["Environment"]) == ("", "")
+    assert (ad["JobPrio"], ad.eval("Rank"), ad["OnExitRemove"], ad["OnExitHold"]) == (
+        0, 0.0, True, False)
+    assert (ad["PeriodicRemove"], ad["PeriodicHold"], ad["PeriodicRelease"]) == (
+        False, False, False)
+    assert (ad["NumJobStarts"], ad["NumJobCompletions"], ad["EnteredCurrentStatus"]) == (
+        0, 0, NOW)
     assert str(ad.lookup("Requirements")) == f"(true) && {REQUIREMENTS_TAIL}"
-    assert "UserLog" not in ad and "User" not in ad
+    for absent in ("Args", "Env", "TransferInput", "TransferOutput", "UserLog", "User",
+                   "JobMaxRetries", "HoldReason"):
+        assert absent not in ad
 
 
 def test_submit_host_adds_user_and_global_job_id(workdir):
@@ -92,7 +104,8 @@ def test_absolute_executable_is_kept_even_if_absent_here(workdir):
 def test_ad_text_round_trips_through_classad_parser(workdir):
     [spec] = submit(workdir, 'executable = run.sh\narguments = "a \'b c\'"\nqueue\n')
     again = classad2.ClassAd(spec.ad_text)
-    assert again["Args"] == ["a", "b c"]
+    assert again["Arguments"] == "a 'b c'"
+    assert jobad.arguments(again) == ["a", "b c"]
     assert again["Cmd"] == str(workdir / "run.sh")
 
 
@@ -125,26 +138,25 @@ def test_queue_n_numbers_procs_and_expands_process_and_cluster(workdir):
 def test_queue_n_in_list_gives_n_procs_per_item_with_step(workdir):
     specs = submit(workdir, "executable = run.sh\narguments = $(Item) $(Step) $(Process)\n"
                             "queue 2 in (x y)\n")
-    assert column(specs, "Args") == [["x", "0", "0"], ["x", "1", "1"],
-                                     ["y", "0", "2"], ["y", "1", "3"]]
+    assert argvs(specs) == [["x", "0", "0"], ["x", "1", "1"], ["y", "0", "2"], ["y", "1", "3"]]
 
 
 def test_queue_var_in_list_uses_the_named_variable(workdir):
     specs = submit(workdir, "executable = run.sh\narguments = $(color) $(ItemIndex)\n"
                             "queue color in (red, green blue)\n")
-    assert column(specs, "Args") == [["red", "0"], ["green", "1"], ["blue", "2"]]
+    assert argvs(specs) == [["red", "0"], ["green", "1"], ["blue", "2"]]
 
 
 def test_queue_in_list_spanning_lines(workdir):
     specs = submit(workdir, "executable = run.sh\narguments = $(Item)\n"
                             "queue in (\n  a\n  # a comment\n\n  b\n)\n")
-    assert column(specs, "Args") == [["a"], ["b"]]
+    assert argvs(specs) == [["a"], ["b"]]
 
 
 def test_queue_from_inline_rows_with_several_variables(workdir):
     specs = submit(workdir, "executable = run.sh\narguments = $(a) $(b)\n"
                             "queue a,b from (\n  1 2\n  3, 4\n\n)\n")
-    assert column(specs, "Args") == [["1", "2"], ["3", "4"]]
+    assert argvs(specs) == [["1", "2"], ["3", "4"]]
 
 
 def test_queue_from_file_reads_relative_to_submit_dir_not_cwd(workdir, tmp_path_factory,
@@ -154,7 +166,7 @@ def test_queue_from_file_reads_relative_to_submit_dir_not_cwd(workdir, tmp_path_
     monkeypatch.chdir(elsewhere)
     specs = submit(workdir, "executable = run.sh\narguments = $(name) $(n)\n"
                             "queue name n from rows.txt\n")
-    assert column(specs, "Args") == [["p", "1"], ["q", "2"]]
+    assert argvs(specs) == [["p", "1"], ["q", "2"]]
     assert Path.cwd() == elsewhere
 
 
@@ -166,7 +178,7 @@ def test_queue_matching_globs_relative_to_submit_dir_and_gives_relative_items(
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     specs = submit(workdir, "executable = run.sh\ninput = $(f)\narguments = $(f)\n"
                             "queue f matching files *.dat\n")
-    assert column(specs, "Args") == [["a.dat"], ["b.dat"]]
+    assert argvs(specs) == [["a.dat"], ["b.dat"]]
     assert column(specs, "In") == ["a.dat", "b.dat"]
 
 
@@ -175,7 +187,7 @@ def test_queue_matching_dirs_gives_directories_only(workdir):
         (workdir / name).mkdir()
     (workdir / "d3.txt").write_text("x")
     specs = submit(workdir, "executable = run.sh\narguments = $(Item)\nqueue matching dirs d*\n")
-    assert column(specs, "Args") == [["d1/"], ["d2/"]]
+    assert argvs(specs) == [["d1/"], ["d2/"]]
 
 
 def test_queue_matching_nothing_among_other_queues_adds_no_procs(workdir):
@@ -186,7 +198,7 @@ def test_queue_matching_nothing_among_other_queues_adds_no_procs(workdir):
 def test_queue_slice_picks_items_like_python(workdir):
     specs = submit(workdir, "executable = run.sh\narguments = $(a)\n"
                             "queue a in [1:3] (w x y z)\n")
-    assert column(specs, "Args") == [["x"], ["y"]]
+    assert argvs(specs) == [["x"], ["y"]]
 
 
 def test_queue_count_may_be_a_macro(workdir):
@@ -200,8 +212,8 @@ def test_multiple_queue_statements_accumulate_commands_and_number_procs_on(workd
                             "arguments = second $(Process) $(Item)\nqueue in (p q)\n"
                             "request_cpus = 4\nqueue\n")
     assert [spec.proc for spec in specs] == [0, 1, 2, 3, 4]
-    assert column(specs, "Args") == [["first", "0"], ["first", "1"], ["second", "2", "p"],
-                                     ["second", "3", "q"], ["second", "4"]]
+    assert argvs(specs) == [["first", "0"], ["first", "1"], ["second", "2", "p"],
+                            ["second", "3", "q"], ["second", "4"]]
     assert column(specs, "RequestMemory") == [1024] * 5
     assert column(specs, "RequestCpus") == [1, 1, 1, 1, 4]
 
@@ -213,13 +225,16 @@ def test_new_syntax_arguments_group_with_single_quotes_and_escape_by_doubling(wo
     [spec] = submit(workdir, "executable = run.sh\n"
                              "arguments = \"one \"\"two\"\" 'spacey ''quoted'' argument' ''\"\n"
                              "queue\n")
-    assert spec.ad["Args"] == ["one", '"two"', "spacey 'quoted' argument", ""]
-    assert spec.ad["Arguments"] == "'\"two\"'".join(["one ", " 'spacey ''quoted'' argument' ''"])
+    assert jobad.arguments(spec.ad) == ["one", '"two"', "spacey 'quoted' argument", ""]
+    assert spec.ad["Arguments"] == "one \"two\" 'spacey ''quoted'' argument' ''"
+    assert "Args" not in spec.ad
 
 
 def test_old_syntax_arguments_split_on_whitespace(workdir):
     [spec] = submit(workdir, 'executable = run.sh\narguments = -v  --out=x \\"q\\"\nqueue\n')
-    assert spec.ad["Args"] == ["-v", "--out=x", '"q"']
+    assert spec.ad["Args"] == '-v --out=x "q"'  # condor_submit's old-syntax attribute
+    assert "Arguments" not in spec.ad
+    assert jobad.arguments(spec.ad) == ["-v", "--out=x", '"q"']
 
 
 @pytest.mark.parametrize("argv", [["a"], ["a b", "", "it's"], ['say "hi"', "x"], []])
@@ -237,15 +252,18 @@ def test_environment_both_syntaxes(text, env):
     assert parse_environment(text) == env
 
 
-def test_environment_in_ad_as_list_and_new_syntax_string(workdir):
-    [spec] = submit(workdir, "executable = run.sh\nenvironment = \"A=1 B='x y'\"\nqueue\n")
-    assert spec.ad["Env"] == ["A=1", "B=x y"]
+def test_environment_in_ad_as_new_syntax_string_sorted_by_name(workdir):
+    [spec] = submit(workdir, "executable = run.sh\nenvironment = \"B='x y' A=1\"\nqueue\n")
     assert spec.ad["Environment"] == "A=1 B='x y'"
+    assert "Env" not in spec.ad
+    assert jobad.environment(spec.ad) == {"A": "1", "B": "x y"}
 
 
-def test_old_environment_keyword_env_is_accepted(workdir):
-    [spec] = submit(workdir, "executable = run.sh\nenv = A=1;B=2\nqueue\n")
-    assert spec.ad["Env"] == ["A=1", "B=2"]
+def test_old_environment_keyword_env_keeps_the_old_syntax_as_condor_submit_does(workdir):
+    [spec] = submit(workdir, "executable = run.sh\nenv = B=2;A=1\nqueue\n")
+    assert (spec.ad["Env"], spec.ad["EnvDelim"]) == ("A=1;B=2", ";")
+    assert "Environment" not in spec.ad
+    assert jobad.environment(spec.ad) == {"A": "1", "B": "2"}
 
 
 # --- units -----------------------------------------------------------------------------------
@@ -279,7 +297,7 @@ def test_custom_macros_defaults_late_binding_and_self_reference(workdir):
                              "arguments = $(Base)/$(Name) $(Missing:fallback) $(Nothing)end\n"
                              "Base = /data\nName = $(Prefix)-$(Cluster)\nPrefix = run\n"
                              "Flags = -a\nFlags = $(Flags) -b\noutput = $(Flags)\nqueue\n")
-    assert spec.ad["Args"] == ["/data/run-42", "fallback", "end"]
+    assert jobad.arguments(spec.ad) == ["/data/run-42", "fallback", "end"]
     assert spec.ad["Out"] == "-a -b"
 
 
@@ -287,7 +305,7 @@ def test_if_else_conditionals_pass_through_to_htcondor(workdir):
     specs = submit(workdir, "executable = run.sh\nif defined FAST\narguments = fast\nelse\n"
                             "arguments = slow\nendif\nqueue\nFAST = 1\n"
                             "if defined FAST\narguments = fast\nendif\nqueue\n")
-    assert column(specs, "Args") == [["slow"], ["fast"]]
+    assert argvs(specs) == [["slow"], ["fast"]]
 
 
 def test_plus_and_my_attributes_are_classad_expressions(workdir):
@@ -303,9 +321,9 @@ def test_slot_macros_are_kept_verbatim_for_the_pilot(workdir):
     [spec] = submit(workdir, "executable = run.sh\narguments = -m $$(Memory) -c $$([Cpus*2])\n"
                              '+Where = "$$(Name:nowhere)"\n'
                              'environment = "SLOT=$$(Name)"\nqueue\n')
-    assert spec.ad["Args"] == ["-m", "$$(Memory)", "-c", "$$([Cpus*2])"]
+    assert jobad.arguments(spec.ad) == ["-m", "$$(Memory)", "-c", "$$([Cpus*2])"]
     assert spec.ad["Where"] == "$$(Name:nowhere)"
-    assert spec.ad["Env"] == ["SLOT=$$(Name)"]
+    assert jobad.environment(spec.ad) == {"SLOT": "$$(Name)"}
 
 
 def test_desired_sites_string_is_kept(workdir):
@@ -329,32 +347,33 @@ def test_requirements_and_rank_combine_with_resource_clauses_and_match(workdir):
 # --- files and directories -------------------------------------------------------------------
 
 
-def test_initialdir_is_relative_to_submit_dir_and_anchors_everything(workdir):
+def test_initialdir_is_relative_to_submit_dir_and_anchors_the_job_files(workdir):
     run = workdir / "run1"
     run.mkdir()
-    (run / "step.sh").write_text("#!/bin/sh\n")
     (run / "in.csv").write_text("x")
-    [spec] = submit(workdir, "initialdir = run1\nexecutable = step.sh\ninput = in.csv\n"
+    [spec] = submit(workdir, "initialdir = run1\nexecutable = run.sh\ninput = in.csv\n"
                              "output = out.txt\nlog = ../job.log\n"
                              "transfer_input_files = in.csv, https://example.org/x.tar\n"
                              "transfer_output_files = out.txt,result.h5\nqueue\n")
     assert spec.ad["Iwd"] == str(run)
-    assert spec.ad["Cmd"] == str(run / "step.sh")
+    assert spec.ad["Cmd"] == str(workdir / "run.sh")  # the executable is not under initialdir
     assert (spec.ad["In"], spec.ad["Out"]) == ("in.csv", "out.txt")
     assert spec.ad["UserLog"] == str(workdir / "job.log")
-    assert spec.ad["TransferInput"] == ["in.csv", "https://example.org/x.tar"]
-    assert spec.ad["TransferOutput"] == ["out.txt", "result.h5"]
+    assert spec.ad["TransferInput"] == "in.csv,https://example.org/x.tar"
+    assert spec.ad["TransferOutput"] == "out.txt,result.h5"
+    assert jobad.string_list(spec.ad, "TransferInput") == ["in.csv", "https://example.org/x.tar"]
 
 
-def test_priority_batch_name_and_retries(workdir):
-    [spec] = submit(workdir, "executable = run.sh\npriority = -5\nbatch_name = sweep\n"
-                             "max_retries = 3\nqueue\n")
-    assert (spec.ad["JobPrio"], spec.ad["JobBatchName"], spec.ad["MaxRetries"]) == (-5, "sweep", 3)
+def test_priority_batch_name_and_description(workdir):
+    [spec] = submit(workdir, "executable = run.sh\npriority = -5\nbatch_name = \"sweep\"\n"
+                             "description = first pass\nqueue\n")
+    assert (spec.ad["JobPrio"], spec.ad["JobBatchName"], spec.ad["JobDescription"]) == (
+        -5, "sweep", "first pass")
 
 
 def test_backslash_continues_a_line_and_errors_name_its_first_line(workdir):
     [spec] = submit(workdir, "executable = run.sh\narguments = a \\\n   b \\\n   c\nqueue\n")
-    assert spec.ad["Args"] == ["a", "b", "c"]
+    assert jobad.arguments(spec.ad) == ["a", "b", "c"]
     assert_error(workdir, "executable = run.sh\nrequest_cpus = \\\n  x\nqueue\n", 2,
                  "request_cpus")
 
@@ -373,7 +392,7 @@ def test_bad_command_name_is_named(workdir):
 
 
 def test_missing_executable_names_the_queue_line(workdir):
-    assert_error(workdir, "arguments = x\n\nqueue\n", 3, "no executable given")
+    assert_error(workdir, "arguments = x\n\nqueue\n", 3, "no executable (or shell) given")
 
 
 def test_executable_not_found_names_its_line(workdir):
@@ -486,7 +505,7 @@ def test_unbalanced_quotes_in_arguments_and_environment(workdir, line, fragment)
 
 def test_include_and_other_universes_are_refused(workdir):
     assert_error(workdir, "include : other.sub\nexecutable = run.sh\nqueue\n", 1, "include")
-    assert_error(workdir, "executable = run.sh\nuniverse = docker\nqueue\n", 2, "vanilla")
+    assert_error(workdir, "executable = run.sh\nuniverse = java\nqueue\n", 2, "vanilla")
 
 
 def test_error_in_a_late_proc_returns_nothing(workdir):

@@ -231,3 +231,26 @@ def test_the_user_log_gets_htcondor_style_events(h, tmp_path):
     codes = [line.split()[0] for line in text.splitlines() if line[:3].isdigit()]
     assert codes == ["000", "001", "005"]
     assert "(001.000.000)" in text and "Normal termination (return value 2)" in text
+
+
+def test_a_job_submitted_on_hold_is_queued_held_until_released(h, tmp_path):
+    """`hold = true`: submit.py writes JobStatus 5 and HTCondor's reason into the ad."""
+    log = tmp_path / "held.log"
+    held = job_ad(tmp_path, UserLog=str(log), JobStatus=5, HoldReasonCode=15,
+                  HoldReason="submitted on hold at user's request")
+    h.submit([held, job_ad(tmp_path)])
+    jobs = h.q()
+    assert (jobs["1.0"].state, jobs["1.0"].hold_reason) == (
+        "held", "submitted on hold at user's request")
+    assert jobs["1.1"].state == "idle"
+    (ac,) = h.demand().autoclusters
+    assert ac.idle == 1  # the held job is no demand
+    events = [type(e).__name__ for e in h.events.wait_for(
+        lambda items: any(isinstance(e, J.JobHeld) for e in items))
+        if isinstance(e, (J.JobSubmitted, J.JobHeld))]
+    assert events == ["JobSubmitted", "JobHeld"]
+    codes = [line.split()[0] for line in log.read_text().splitlines() if line[:3].isdigit()]
+    assert codes == ["000", "012"]
+    h.bus.call(J.JobAction(action="release", ids=["1.0"], reason=""), to="s1")
+    assert h.q("1.0")["1.0"].state == "idle"
+    assert h.demand().autoclusters[0].idle == 2

@@ -1,0 +1,3 @@
+#!/bin/sh
+# stand-in for the real program: prints what it was given
+echo "$0 $*"

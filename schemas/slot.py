@@ -34,6 +34,9 @@ class SlotAdvertised:
     seq: int = 0
     lease_s: float = 60.0  # the ad is stale after this long without a new one
     time: float = 0.0
+    # Job ids the pilot holds: running, or finished with a result not yet confirmed. A job
+    # claimed to this pilot and not listed is no longer there (claim reconciliation).
+    jobs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,22 @@ is the one-line message for the user ("jobs.sub line 7: ...").
 
 Submit command → job attribute (HTCondor names, so users' expressions work):
 
-    executable              Cmd          absolute: kept; relative: must exist under Iwd
+    executable              Cmd          absolute path; must be a file here unless
+    transfer_executable     TransferExecutable   = false (then Cmd is on the execute side)
     arguments               Arguments    canonical "new syntax" string, 'b c' quoted
                             Args         ClassAd list of strings: the argv, {"a","b c"}
     environment (env)       Environment  canonical "new syntax" string: A=1 B='x y'
                             Env          ClassAd list of "K=V" strings, in file order
     initialdir              Iwd          absolute; default the submit file's directory
-    input/output/error      In/Out/Err   as written (relative means under Iwd); /dev/null
-    log                     UserLog      absolute (joined to Iwd)
+    input/output/error      In/Out/Err   as written (relative means under Iwd); /dev/null;
+                                         output and error must be inside Iwd
+    log                     UserLog      absolute (joined to Iwd); inside Iwd, its directory
+                                         must exist
     transfer_input_files    TransferInput   ClassAd list; each must exist at submit time
     transfer_output_files   TransferOutput  ClassAd list
     request_cpus            RequestCpus     positive integer, default 1
     request_memory          RequestMemory   MiB: plain number = MiB; K/KB M/MB G/GB T/TB
+                                            (every number must fit a 64-bit ClassAd integer)
     request_disk            RequestDisk     KiB: plain number = KiB; same units; 1 GiB default
     requirements            Requirements    (user's or true) && Cpus/Memory/Disk clauses
     rank                    Rank            default 0.0
@@ -64,6 +68,7 @@ from typing import TypeVar
 import classad2
 import htcondor2
 
+from .jobad import below
 from .macros import macro_cycle, unterminated_macro
 from .syntax import (
     format_arguments,
@@ -77,6 +82,7 @@ from .syntax import (
 DEFAULT_REQUEST_MEMORY_MIB = 128  # HTCondor's JOB_DEFAULT_REQUESTMEMORY
 DEFAULT_REQUEST_DISK_KIB = 1024 * 1024
 MAX_PROCS_PER_CLUSTER = 100_000  # a typo'd `queue 1000000` must not flood the schedd
+CLASSAD_INT_LIMIT = 2**63  # a ClassAd integer is 64-bit signed
 VANILLA_UNIVERSE = 5
 IDLE = 1
 # Attributes the schedd owns: a +Attr overriding them would corrupt the queue.
@@ -84,7 +90,7 @@ SCHEDD_OWNED = frozenset({"clusterid", "procid", "owner", "qdate", "jobstatus",
                           "globaljobid", "user", "jobuniverse"})
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: raising sets __traceback__ on it
 class SubmitError(Exception):
     source: str
     line: int | None
@@ -433,7 +439,7 @@ _MAPPED = frozenset({
     "executable", "arguments", "environment", "env", "initialdir", "initial_dir", "input",
     "output", "error", "log", "transfer_input_files", "transfer_output_files", "request_cpus",
     "request_memory", "request_disk", "requirements", "rank", "priority", "universe",
-    "batch_name", "max_retries"})
+    "batch_name", "max_retries", "transfer_executable"})
 
 _T = TypeVar("_T")
 
@@ -444,9 +450,12 @@ def _convert(expanded: Mapping[str, str], key: str, convert: Callable[[str], _T]
     if not raw:
         return default
     try:
-        return convert(raw)
+        value = convert(raw)
     except ValueError as err:
         raise where.error(key, str(err)) from None
+    if isinstance(value, int) and not -CLASSAD_INT_LIMIT <= value < CLASSAD_INT_LIMIT:
+        raise where.error(key, f"{raw!r} is too large")
+    return value
 
 
 def _job_ad(expanded: Mapping[str, str], custom: Mapping[str, str], where: _Where,
@@ -464,6 +473,8 @@ def _job_ad(expanded: Mapping[str, str], custom: Mapping[str, str], where: _Wher
         ad["GlobalJobId"] = f"{ctx.submit_host}#{ctx.cluster}.{proc}#{ctx.qdate}"
     ad["Iwd"] = str(iwd)
     ad["Cmd"] = _executable(expanded, iwd, where)
+    if not _convert(expanded, "transfer_executable", _boolean, True, where):
+        ad["TransferExecutable"] = False
     argv = _convert(expanded, "arguments", parse_arguments, [], where)
     ad["Args"], ad["Arguments"] = argv, format_arguments(argv)
     env_key = "environment" if "environment" in expanded else "env"
@@ -489,14 +500,25 @@ def _iwd(expanded: Mapping[str, str], where: _Where) -> Path:
 
 
 def _executable(expanded: Mapping[str, str], iwd: Path, where: _Where) -> str:
+    """The executable's path; it travels with the job, so it must be a file here, unless
+    `transfer_executable = false` says it is on the execute side (e.g. /usr/bin/python3)."""
     given = expanded.get("executable", "")
     if not given:
         raise where.ctx.error(where.queue_line, "no executable given before this queue statement")
-    if os.path.isabs(given):
-        return given  # may exist only on the execute side (e.g. /usr/bin/python3)
-    if not (iwd / given).is_file():
-        raise where.error("executable", f"{given!r} not found in {iwd}")
-    return os.path.normpath(iwd / given)
+    path = Path(os.path.normpath(iwd / given))  # an absolute `given` stays as it is
+    if not _convert(expanded, "transfer_executable", _boolean, True, where):
+        if not os.path.isabs(given):
+            raise where.error("executable", f"{given!r} must be an absolute path on the "
+                                            "execute side when transfer_executable = false")
+        return given
+    if path.is_dir():
+        raise where.error("executable", f"{given!r} is a directory, not a program")
+    if not path.is_file():
+        where_not = "" if os.path.isabs(given) else f" in {iwd}"
+        raise where.error("executable", f"{given!r} not found{where_not} (a program that "
+                                        "exists only on the execute side needs "
+                                        "transfer_executable = false)")
+    return str(path)
 
 
 def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
@@ -505,15 +527,30 @@ def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
     if stdin and not (iwd / stdin).exists():
         raise where.error("input", f"file {stdin!r} not found in {iwd}")
     ad["In"] = stdin or "/dev/null"
-    ad["Out"] = expanded.get("output") or "/dev/null"
-    ad["Err"] = expanded.get("error") or "/dev/null"
-    if log := expanded.get("log"):
+    ad["Out"] = _inside_iwd(expanded, "output", iwd, where) or "/dev/null"
+    ad["Err"] = _inside_iwd(expanded, "error", iwd, where) or "/dev/null"
+    if log := _inside_iwd(expanded, "log", iwd, where):
         ad["UserLog"] = os.path.normpath(iwd / log)
+        if not (iwd / log).parent.is_dir():
+            raise where.error("log", f"directory {str((iwd / log).parent)!r} does not exist")
     inputs = _file_list(expanded.get("transfer_input_files", ""))
     if missing := [name for name in inputs if "://" not in name and not (iwd / name).exists()]:
         raise where.error("transfer_input_files", f"{missing[0]!r} does not exist in {iwd}")
     ad["TransferInput"] = inputs
     ad["TransferOutput"] = _file_list(expanded.get("transfer_output_files", ""))
+
+
+def _inside_iwd(expanded: Mapping[str, str], key: str, iwd: Path, where: _Where) -> str:
+    """A file the schedd writes (output, error, log): inside the initialdir, as the schedd
+    writes nowhere else."""
+    name = expanded.get(key, "")
+    if name and name != "/dev/null":
+        try:
+            below(iwd, name)
+        except ValueError as err:
+            raise where.error(key, f"{err}; the schedd writes a job's files there only") \
+                from None
+    return name
 
 
 def _file_list(value: str) -> list[str]:
@@ -563,6 +600,13 @@ def _positive(text: str) -> int:
     if not re.fullmatch(r"\+?\d+", text) or int(text) <= 0:
         raise ValueError(f"{text!r} is not a positive integer")
     return int(text)
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "yes": True, "false": False, "no": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"{text!r} is not true or false")
+    return value
 
 
 def _non_negative(text: str) -> int:

@@ -52,11 +52,14 @@ class Harness:
         self.store.close()
         self.start()
 
-    def submit(self, ads: list[str], owner: str = "alice") -> J.JobSubmitted:
+    def submit(self, ads: list[str], owner: str = "alice",
+               files: dict[str, bytes] | None = None) -> J.JobSubmitted:
+        """Submit as `burst submit` does; `files` are every job's input files."""
         cluster = self.bus.call(J.ClusterNew(owner=owner), to="s1").cluster
-        procs = [J.ProcAd(proc=i, ad=ad) for i, ad in enumerate(ads)]
+        procs = [J.ProcAd(proc=i, ad=ad, inputs=0 if files else -1) for i, ad in enumerate(ads)]
         return self.bus.call(J.JobSubmit(cluster=cluster, owner=owner, submit_file="x.sub",
-                                         procs=procs), to="s1")
+                                         procs=procs, input_sets=[files] if files else []),
+                             to="s1")
 
     def q(self, *ids: str) -> dict[str, J.JobInfo]:
         return {j.id: j for j in self.bus.call(J.JobQuery(ids=list(ids)), to="s1").jobs}
@@ -100,9 +103,11 @@ def test_different_memory_requests_make_different_autoclusters(h, tmp_path):
     assert sorted(ac.idle for ac in h.demand().autoclusters) == [1, 1]
 
 
-def test_match_sends_the_job_and_its_files_to_the_pilot(h, tmp_path):
-    (tmp_path / "run.sh").write_text("#!/bin/sh\necho hi\n")
-    h.submit([job_ad(tmp_path, cmd="run.sh")])
+def test_match_sends_the_job_and_its_spooled_files_to_the_pilot(h, tmp_path):
+    # burst submit read run.sh; the schedd never opens the user's copy (gone by now).
+    h.submit([job_ad(tmp_path, cmd=str(tmp_path / "run.sh"))],
+             files={"run.sh": b"#!/bin/sh\necho hi\n"})
+    assert not (tmp_path / "run.sh").exists()
     (ac,) = h.demand().autoclusters
     h.offer(ac.id)
     (activation,) = h.pilot_inbox.wait_for(lambda items: len(items) == 1)

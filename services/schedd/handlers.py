@@ -41,6 +41,7 @@ DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
 CLAIM_GRACE_S = 10.0
 SPOOL_CLEANUP_S = 60.0
+MAX_IDS = 10_000  # job ids one query or action may name (SQLite binds two per id)
 TO_PILOTS = (ClaimActivate, JobKill)  # commands sealed to the pilot they are sent to
 
 
@@ -192,6 +193,9 @@ class Schedd:
     def _selector(ids: list[str]) -> tuple[str, list]:
         if not ids:
             return "1=1", []
+        if len(ids) > MAX_IDS:
+            raise PermanentError(f"query too large: {len(ids)} job ids, at most {MAX_IDS} "
+                                 "(name clusters instead of their jobs)")
         clauses, args = [], []
         for text in ids:
             try:

@@ -148,8 +148,13 @@ def missing_ids(requested: Iterable[str], found: Iterable[str]) -> dict[str, str
 def spool_dirs(submit: J.JobSubmit, *, max_bytes: int) -> dict[int, str]:
     """Where each input set a submission's procs use is spooled, relative to the spool:
     CLUSTER/shared when all share one set, else CLUSTER/<first proc that uses it>.
-    InvalidMessage for a proc naming a set that is not there, a file name with a directory
-    in it, or a set over `max_bytes` (what one job may carry)."""
+    InvalidMessage for procs numbered twice or below 0, a proc naming a set that is not
+    there, a file name with a directory in it, or a set over `max_bytes` (what one job may
+    carry)."""
+    procs = [proc.proc for proc in submit.procs]
+    if len(set(procs)) != len(procs) or min(procs, default=0) < 0:
+        raise InvalidMessage(f"cluster {submit.cluster}: proc numbers must be distinct and not "
+                             "negative")
     users: dict[int, list[int]] = {}
     for proc in submit.procs:
         if proc.inputs == -1:

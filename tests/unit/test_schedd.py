@@ -236,3 +236,21 @@ def test_the_user_log_gets_htcondor_style_events(h, tmp_path):
     codes = [line.split()[0] for line in text.splitlines() if line[:3].isdigit()]
     assert codes == ["000", "001", "005"]
     assert "(001.000.000)" in text and "Normal termination (return value 2)" in text
+
+
+def test_a_query_naming_too_many_jobs_is_refused_at_once(h, tmp_path):
+    h.submit([job_ad(tmp_path)])
+    ids = [f"1.{i}" for i in range(10_001)]
+    with pytest.raises(RemoteError, match="query too large: 10001 job ids"):
+        h.bus.call(J.JobQuery(ids=ids), to="s1")
+    (dead,) = h.bus.dead_letters("schedd.s1")
+    assert "gave up" not in dead[1]  # dead-lettered at once, not after retries
+
+
+def test_a_submission_numbering_two_jobs_alike_is_refused(h, tmp_path):
+    cluster = h.bus.call(J.ClusterNew(owner="alice"), to="s1").cluster
+    twice = [J.ProcAd(0, job_ad(tmp_path)), J.ProcAd(0, job_ad(tmp_path))]
+    with pytest.raises(RemoteError, match="proc numbers must be distinct"):
+        h.bus.call(J.JobSubmit(cluster=cluster, owner="alice", submit_file="x", procs=twice),
+                   to="s1")
+    assert h.q() == {}

@@ -255,13 +255,13 @@ def submit(file: Path, as_json: bool, owner: str | None, schedd: str | None) -> 
 
         cluster = bus.call(ClusterNew(owner=owner), to=name, timeout=timeout).cluster
         submission = _read_submission(file, cluster, owner)
-        done = _submit(bus, name, submission, timeout)
+        jobs = _submit(bus, name, submission, timeout)
     finally:
         bus.stop()
     if as_json:
-        click.echo(json.dumps({"cluster": done.cluster, "jobs": done.jobs}))
+        click.echo(json.dumps({"cluster": cluster, "jobs": jobs}))
     else:
-        click.echo(f"{len(done.jobs)} job(s) submitted to cluster {done.cluster}.")
+        click.echo(f"{len(jobs)} job(s) submitted to cluster {cluster}.")
 
 
 def _read_submission(file: Path, cluster: int, owner: str) -> Any:
@@ -282,15 +282,13 @@ def _read_submission(file: Path, cluster: int, owner: str) -> Any:
                      procs=procs, input_sets=found.sets)
 
 
-def _submit(bus: Any, schedd: str, submission: Any, timeout: float) -> Any:
-    """Send the cluster; if its answer is late, ask the schedd whether it has it, so a
-    submission that took effect is never reported as failed."""
-    from schemas.job import JobSubmitted
-
+def _submit(bus: Any, schedd: str, submission: Any, timeout: float) -> list[str]:
+    """Send the cluster and return its job ids; if the answer is late, ask the schedd
+    whether it has the cluster, so a submission that took effect is never called failed."""
     size = sum(len(data) for files in submission.input_sets for data in files.values())
     try:
         # Big submissions take the schedd longer to spool: a second more per 10 MiB.
-        return bus.call(submission, to=schedd, timeout=timeout + size / 10e6)
+        return bus.call(submission, to=schedd, timeout=timeout + size / 10e6).jobs
     except RpcTimeout:
         cluster = submission.cluster
         try:
@@ -303,8 +301,7 @@ def _submit(bus: Any, schedd: str, submission: Any, timeout: float) -> Any:
         # It answers in order: a submission not handled by now was dropped at its deadline.
         raise Failure(f"schedd {schedd} did not take cluster {cluster} within {timeout:g}s; "
                       "nothing was queued (try again, or a longer --timeout)", EXIT_UNAVAILABLE)
-    return JobSubmitted(schedd=schedd, cluster=cluster, jobs=[j.id for j in jobs],
-                        owner=submission.owner)
+    return [job.id for job in jobs]
 
 
 def query(s: Settings, ids: tuple[str, ...], schedd: str | None) -> list:

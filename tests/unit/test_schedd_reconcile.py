@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import time
 
-import classad2
 import pytest
 
 from schemas import job as J
-from schemas.slot import Claim, JobKill, MatchOffer, SlotAdvertised
+from schemas.slot import JobKill, SlotAdvertised
 from services.condor.claims import claim_digest
 from services.runtime import codec, security
-from services.runtime.bus import Context, Subscription, connect
+from services.runtime.bus import Context
 from services.schedd import logic
-from services.schedd.handlers import Schedd
 from services.schedd.logic import Job
-from services.schedd.store import Store
-from tests.helpers import Inbox
+from tests.unit.test_schedd import Harness, job_ad
 
 NOW = 1_700_000_000.0
 GRACE = 10.0
@@ -79,44 +76,26 @@ def test_only_jobs_claimed_to_that_pilot_in_a_live_state_are_touched():
 # --- the schedd on the in-memory bus --------------------------------------------------------
 
 
-class Pool:
-    def __init__(self, settings, tmp_path):
-        self.bus = connect(settings, "schedd", memory=True)
-        self.store = Store(tmp_path / "schedd.db")
-        self.schedd = Schedd("s1", self.store, self.bus, claim_grace_s=GRACE)
-        for sub in self.schedd.subscriptions():
-            self.bus.subscribe(sub)
-        self.pilot, self.events = Inbox(), Inbox()
-        self.bus.subscribe(Subscription("pilot", commands={
-            "claim.activate": lambda m, c: self.pilot.add(m),
-            "job.kill": lambda m, c: self.pilot.add(m)}, target="p1"))
-        self.bus.subscribe(Subscription("watch", events={"job.requeued": self._event}))
-        self.bus.start()
+class Pool(Harness):
+    """test_schedd's harness, with a job running on p1 and p1's slot ads."""
 
-    def _event(self, msg, ctx):
-        self.events.add(msg)
-
-    def running_job(self, tmp_path) -> None:
-        job_ad = classad2.ClassAd({"Cmd": "/bin/true", "Iwd": str(tmp_path), "RequestCpus": 1})
-        cluster = self.bus.call(J.ClusterNew(owner="alice"), to="s1").cluster
-        self.bus.call(J.JobSubmit(cluster=cluster, owner="alice", submit_file="x.sub",
-                                  procs=[J.ProcAd(0, str(job_ad))]), to="s1")
-        self.schedd._demand_dirty = True
-        (autocluster,) = self.schedd.demand()
-        self.bus.send(MatchOffer(schedd="s1", autocluster=autocluster.id, owner="alice",
-                                 claims=[Claim("c0", "p1", 1, 1, 1)]), to="s1")
-        self.pilot.wait_for(lambda inbox: len(inbox) == 1)
-        self.bus.send(J.JobReport(job_id="1.0", claim_id="c0", pilot_id="p1", state="running"),
-                      to="s1")
-        self.bus.wait_idle()
+    def running_job(self) -> None:
+        self.submit([job_ad(self.tmp_path)])
+        self.offer(self.demand().autoclusters[0].id)
+        self.pilot_inbox.wait_for(lambda inbox: len(inbox) == 1)
+        self.report("1.0", "c0", "running")
 
     def advertise(self, jobs: list[str], made: float) -> None:
         self.bus.emit(SlotAdvertised(pilot_id="p1", ad="[]", state="busy", free_cpus=0,
                                      free_memory_mb=0, free_disk_mb=0, time=made, jobs=jobs))
         self.bus.wait_idle()
 
+    def activated_a_minute_ago(self) -> None:
+        with self.store.transaction() as tx:
+            tx.execute("UPDATE jobs SET matched_at = matched_at - 60")
+
     def state(self) -> str:
-        return self.store.read("SELECT state FROM jobs")[0]["state"]
+        return self.q()["1.0"].state
 
     def processed(self) -> int:
         return self.store.read("SELECT COUNT(*) AS n FROM processed")[0]["n"]
@@ -125,31 +104,32 @@ class Pool:
 @pytest.fixture
 def pool(settings, tmp_path):
     pool = Pool(settings, tmp_path)
+    pool.running_job()
     yield pool
     pool.bus.stop()
 
 
-def test_a_running_job_its_pilot_stops_listing_is_requeued_at_once(pool, tmp_path):
-    pool.running_job(tmp_path)
+def requeued(pool: Pool) -> list[J.JobRequeued]:
+    return [e for e in pool.events.items if isinstance(e, J.JobRequeued)]
+
+
+def test_a_running_job_its_pilot_stops_listing_is_requeued_at_once(pool):
     before = pool.processed()
     pool.advertise(["1.0"], made=time.time() + 60)  # heartbeats that list it: nothing happens
     pool.advertise([], made=time.time() - 60)  # an ad from before the activation: too old
-    assert pool.state() == "running" and pool.events.items == []
+    assert pool.state() == "running" and requeued(pool) == []
     assert pool.processed() == before  # heartbeats leave no trace in the queue file
-    with pool.store.transaction() as tx:
-        tx.execute("UPDATE jobs SET matched_at = matched_at - 60")
+    pool.activated_a_minute_ago()
     pool.advertise([], made=time.time())
     assert pool.state() == "idle"
-    (requeued,) = pool.events.wait_for(lambda inbox: len(inbox) == 1)
-    assert requeued.reason == "pilot p1 no longer runs it"
-    kill = pool.pilot.wait_for(lambda inbox: len(inbox) == 2)[1]
+    (event,) = requeued(pool)
+    assert event.reason == "pilot p1 no longer runs it"
+    kill = pool.pilot_inbox.wait_for(lambda inbox: len(inbox) == 2)[1]
     assert isinstance(kill, JobKill) and kill.job_id == "1.0"
 
 
-def test_an_ad_about_p1_signed_by_another_pilot_is_ignored(pool, tmp_path):
-    pool.running_job(tmp_path)
-    with pool.store.transaction() as tx:
-        tx.execute("UPDATE jobs SET matched_at = matched_at - 60")
+def test_an_ad_about_p1_signed_by_another_pilot_is_ignored(pool):
+    pool.activated_a_minute_ago()
     slot = ad(pilot="p1", made=time.time())
     envelope = codec.encode(slot)
     for signer in (security.pilot("p2"), security.service("factory")):

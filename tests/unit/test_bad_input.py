@@ -250,8 +250,8 @@ VERBS = ["submit", "q", "wait", "rm", "hold", "release", "status", "events", "be
          "down", "--timeout", "--help", "nope"]
 TOKENS = ["--json", "--timeout", "--since", "--reason", "--schedd", "--owner", "--entity",
           "--job", "--key", "--watch", "-f", "issue", "--admin", "--lifetime", "--out",
-          "1", "1.0", "abc", "-3", "0.2", "nan", "inf", "10m", "", "jobs.sub", "negotiate",
-          "--", "-h"]
+          "1", "1.0", "abc", "-3", "0.2", "nan", "inf", "10m", "", "jobs.sub", "bus", "--",
+          "-h"]  # not `bench negotiate`: a benchmark that runs for real, without a broker
 args = st.lists(st.sampled_from(VERBS), min_size=1, max_size=1).flatmap(
     lambda verb: st.lists(st.sampled_from(TOKENS) | st.text(max_size=6), max_size=4).map(
         lambda rest: ["--timeout", "0.3", *verb, *rest]))
@@ -259,10 +259,14 @@ args = st.lists(st.sampled_from(VERBS), min_size=1, max_size=1).flatmap(
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory) -> dict[str, str]:
+    from services.cli import identity
+
     base = tmp_path_factory.mktemp("cli")
-    return {"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "BURST_NAMESPACE": "hypo",
-            "BURST_STATE_DIR": str(base / "state"), "BURST_TOKEN_FILE": "",
-            "BURST_CONFIG": str(Path(__file__).resolve().parents[2] / "deploy" / "burst.toml")}
+    env = {"AMQP_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "BURST_NAMESPACE": "hypo",
+           "BURST_STATE_DIR": str(base / "state"), "BURST_TOKEN_FILE": "",
+           "BURST_CONFIG": str(Path(__file__).resolve().parents[2] / "deploy" / "burst.toml")}
+    identity.ensure_own_token(Settings.from_env(env))  # so commands get as far as the broker
+    return env
 
 
 @PROPERTY

@@ -34,10 +34,14 @@ class ClusterAllocated:
 class ProcAd:
     proc: int
     ad: str  # the job ClassAd in new ClassAd syntax: "[ A = 1; ... ]"
+    inputs: int = -1  # index of its files in JobSubmit.input_sets; -1: it takes none
 
 
 @message
 class JobSubmit:
+    """A cluster's jobs, with the files they take along, read by `burst submit` with the
+    user's own rights: the schedd never reads a user's path itself."""
+
     NAME: ClassVar[str] = "job.submit"
     VERSION: ClassVar[int] = 1
     SENDERS: ClassVar[tuple[str, ...]] = ("user",)
@@ -45,6 +49,9 @@ class JobSubmit:
     owner: str
     submit_file: str
     procs: list[ProcAd]
+    # Sets of input files (name in the job's directory -> content); procs with the same
+    # files share one set, so a file all jobs take travels once.
+    input_sets: list[dict[str, bytes]] = field(default_factory=list)
 
 
 @message

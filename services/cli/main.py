@@ -93,10 +93,40 @@ def client_bus(s: Settings):
 
 schedd_option = click.option("--schedd", "schedd", default=None,
                              help="schedd to talk to (default: BURST_SCHEDD or the config)")
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class JobIdType(click.ParamType):
+    """CLUSTER or CLUSTER.PROC, checked before anything is sent (a usage error otherwise)."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from services.condor.jobids import parse_job_id
+
+        try:
+            cluster, proc = parse_job_id(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return f"{cluster}" if proc is None else f"{cluster}.{proc}"
+
+
+JOB_ID = JobIdType()
+
+
+def rpc_timeout() -> float:
+    """Seconds to wait for a service's answer: `burst --timeout S` (or BURST_TIMEOUT)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    value = root.params.get("timeout") if root is not None else None
+    return DEFAULT_TIMEOUT_S if value is None else value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=DEFAULT_TIMEOUT_S,
+              envvar="BURST_TIMEOUT", show_default=True, metavar="S",
+              help="seconds to wait for a service to answer before saying it did not")
+def cli(timeout: float) -> None:
     """burstwms: grow an HTCondor-style pool onto local processes, grids and clouds."""
 
 
@@ -213,9 +243,9 @@ def token_issue(user: str, admin: bool, lifetime: float, out: Path | None) -> No
 @friendly
 def submit(file: Path, as_json: bool, owner: str | None, dry_run: bool,
            schedd: str | None) -> None:
-    """Queue the jobs of an HTCondor submit description file."""
-    from schemas.job import ClusterNew, JobSubmit, ProcAd
-    from services.condor.submit import SubmitError, parse_submit_file
+    """Queue the jobs of an HTCondor submit description file, with the files they take along
+    (read here, with your rights)."""
+    from services.condor.submit import SubmitError
 
     from . import dryrun
 
@@ -228,40 +258,85 @@ def submit(file: Path, as_json: bool, owner: str | None, dry_run: bool,
     except identity.NoIdentity as exc:
         raise Failure(str(exc)) from None
     try:
-        dryrun.check(file, owner=owner)  # before taking a cluster id; prints the warnings
+        dryrun.check(file, owner=owner)  # prints the warnings once, before anything is sent
     except SubmitError as exc:
         raise Failure(str(exc)) from None
     except OSError as exc:
         raise Failure(f"{file}: {exc.strerror}") from None
+    _read_submission(file, 1, owner)  # every check before a cluster id is taken
     name = schedd_name(s, schedd)
+    timeout = rpc_timeout()
     bus = client_bus(s)
     try:
-        cluster = bus.call(ClusterNew(owner=owner), to=name).cluster
-        specs = parse_submit_file(file, cluster=cluster, owner=owner)
-        procs = [ProcAd(proc=spec.proc, ad=spec.ad_text) for spec in specs]
-        done = bus.call(JobSubmit(cluster=cluster, owner=owner,
-                                  submit_file=str(file.absolute()), procs=procs),
-                        to=name, timeout=60)
+        from schemas.job import ClusterNew
+
+        cluster = bus.call(ClusterNew(owner=owner), to=name, timeout=timeout).cluster
+        submission = _read_submission(file, cluster, owner)
+        jobs = _submit(bus, name, submission, timeout)
     finally:
         bus.stop()
     if as_json:
-        click.echo(json.dumps({"cluster": done.cluster, "jobs": done.jobs}))
+        click.echo(json.dumps({"cluster": cluster, "jobs": jobs}))
     else:
-        click.echo(f"{len(done.jobs)} job(s) submitted to cluster {done.cluster}.")
+        click.echo(f"{len(jobs)} job(s) submitted to cluster {cluster}.")
+
+
+def _read_submission(file: Path, cluster: int, owner: str) -> Any:
+    """The JobSubmit for `file`, its input files read; Failure (exit 1) names the problem."""
+    from schemas.job import JobSubmit, ProcAd
+    from services.condor.submit import SubmitError, parse_submit_file
+
+    from . import inputs
+
+    try:
+        specs = parse_submit_file(file, cluster=cluster, owner=owner)
+        found = inputs.read(specs, str(file), cluster)
+    except (SubmitError, inputs.InputError) as exc:
+        raise Failure(str(exc)) from None
+    procs = [ProcAd(proc=spec.proc, ad=spec.ad_text, inputs=found.index[spec.proc])
+             for spec in specs]
+    return JobSubmit(cluster=cluster, owner=owner, submit_file=str(file.absolute()),
+                     procs=procs, input_sets=found.sets)
+
+
+def _submit(bus: Any, schedd: str, submission: Any, timeout: float) -> list[str]:
+    """Send the cluster and return its job ids; if the answer is late, ask the schedd
+    whether it has the cluster, so a submission that took effect is never called failed."""
+    size = sum(len(data) for files in submission.input_sets for data in files.values())
+    try:
+        # Big submissions take the schedd longer to spool: a second more per 10 MiB.
+        return bus.call(submission, to=schedd, timeout=timeout + size / 10e6).jobs
+    except RpcTimeout:
+        cluster = submission.cluster
+        try:
+            jobs = query_with(bus, [str(cluster)], schedd, timeout)
+        except RpcTimeout:
+            raise Failure(f"schedd {schedd} did not answer within {timeout:g}s; cluster "
+                          f"{cluster} was sent but not confirmed: check with `burst q "
+                          f"{cluster}` once it answers", EXIT_UNAVAILABLE) from None
+    if not jobs:
+        # It answers in order: a submission not handled by now was dropped at its deadline.
+        raise Failure(f"schedd {schedd} did not take cluster {cluster} within {timeout:g}s; "
+                      "nothing was queued (try again, or a longer --timeout)", EXIT_UNAVAILABLE)
+    return [job.id for job in jobs]
 
 
 def query(s: Settings, ids: tuple[str, ...], schedd: str | None) -> list:
-    from schemas.job import JobQuery
-
     bus = client_bus(s)
     try:
-        return bus.call(JobQuery(ids=list(ids)), to=schedd_name(s, schedd), timeout=30).jobs
+        return query_with(bus, list(ids), schedd_name(s, schedd), rpc_timeout())
     finally:
         bus.stop()
 
 
+def query_with(bus: Any, ids: list[str], schedd: str, timeout: float) -> list:
+    from schemas.job import JobQuery
+
+    return bus.call(JobQuery(ids=ids), to=schedd, timeout=timeout).jobs
+
+
 @cli.command()
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, type=JOB_ID)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list of jobs")
 @schedd_option
 @friendly
@@ -275,8 +350,9 @@ def q(ids: tuple[str, ...], as_json: bool, schedd: str | None) -> None:
 
 
 @cli.command()
-@click.argument("ids", nargs=-1, required=True)
-@click.option("--timeout", type=float, default=None, help="give up after S seconds (exit 2)")
+@click.argument("ids", nargs=-1, required=True, type=JOB_ID)
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="give up after S seconds (exit 2)")
 @schedd_option
 @friendly
 def wait(ids: tuple[str, ...], timeout: float | None, schedd: str | None) -> None:
@@ -320,7 +396,7 @@ def _act(action: str, ids: tuple[str, ...], reason: str, schedd: str | None) -> 
     bus = client_bus(s)
     try:
         result = bus.call(JobAction(action=action, ids=list(ids), reason=reason),
-                          to=schedd_name(s, schedd))
+                          to=schedd_name(s, schedd), timeout=rpc_timeout())
     finally:
         bus.stop()
     verb = {"remove": "removed", "hold": "held", "release": "released"}[action]
@@ -333,7 +409,7 @@ def _act(action: str, ids: tuple[str, ...], reason: str, schedd: str | None) -> 
 
 
 def _action_command(action: str, help_text: str) -> None:
-    @click.argument("ids", nargs=-1, required=True)
+    @click.argument("ids", nargs=-1, required=True, type=JOB_ID)
     @click.option("--reason", default="", help="recorded with the job")
     @schedd_option
     @friendly

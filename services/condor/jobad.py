@@ -8,6 +8,9 @@ to activate a claim and to place what a job returns:
     Iwd                             ─▶ iwd()           where relative paths live
     TransferInput, TransferOutput   ─▶ string_list()   lists, or HTCondor's "a, b" strings
     In, Out, Err                    ─▶ stream_names()  the pilot's stdin/stdout/stderr names
+    Cmd, In, TransferInput          ─▶ input_files()   what travels with the job, by name
+    TransferOutput                  ─▶ output_names()  what a pilot may return
+    Iwd + a name                    ─▶ below_iwd()     where a file goes, never out of Iwd
 
 Arguments and Environment are HTCondor's raw new syntax, Args and Env its old
 one; ads queued before that was so carry Args and Env as ClassAd lists, which
@@ -17,7 +20,7 @@ are read too. Pure: reading an ad, never a file.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import classad2
 
@@ -79,3 +82,61 @@ def stream_names(ad: classad2.ClassAd) -> dict[str, str]:
     return {key: os.path.basename(string(ad, attr))
             for key, attr in (("stdin", "In"), ("stdout", "Out"), ("stderr", "Err"))
             if string(ad, attr) and string(ad, attr) != "/dev/null"}
+
+
+def transfers_executable(ad: classad2.ClassAd) -> bool:
+    """Whether the executable travels with the job (transfer_executable, default true)."""
+    return ad.eval("TransferExecutable") is not False if "TransferExecutable" in ad else True
+
+
+def input_files(ad: classad2.ClassAd) -> dict[str, Path]:
+    """The files a job takes along, by their name in its scratch directory (HTCondor
+    flattens them to base names): the executable when it travels, stdin, and
+    transfer_input_files; relative paths are under Iwd. ValueError for a URL or for two
+    files that would get one name."""
+    base = iwd(ad)
+    wanted: list[str] = []
+    if transfers_executable(ad) and string(ad, "Cmd"):
+        wanted.append(string(ad, "Cmd"))
+    if string(ad, "In") and string(ad, "In") != "/dev/null":
+        wanted.append(string(ad, "In"))
+    wanted += string_list(ad, "TransferInput")
+    files: dict[str, Path] = {}
+    for given in wanted:
+        if "://" in given:
+            raise ValueError(f"input {given!r}: URLs are not supported; name a local file")
+        path = Path(os.path.normpath(base / given))
+        name = path.name
+        if name in files and files[name] != path:
+            raise ValueError(f"inputs {str(files[name])!r} and {str(path)!r} would both be "
+                             f"{name!r} in the job's directory")
+        files[name] = path
+    return files
+
+
+def output_names(ad: classad2.ClassAd) -> frozenset[str] | None:
+    """The names a pilot may return files under: the base names of transfer_output_files,
+    or None when the job lists none (then every file it made comes back)."""
+    listed = string_list(ad, "TransferOutput")
+    return frozenset(os.path.basename(name) for name in listed) if listed else None
+
+
+def below_iwd(ad: classad2.ClassAd, name: str) -> PurePosixPath:
+    """Where the file `name` (relative to Iwd, or absolute inside it) lives, as a path
+    relative to Iwd; ValueError when it would lead out of Iwd (.., another directory)."""
+    return below(iwd(ad), name)
+
+
+def below(directory: Path, name: str) -> PurePosixPath:
+    """`name` (relative to `directory`, or absolute inside it) relative to `directory`;
+    ValueError when it would lead out of it."""
+    base = PurePosixPath(os.path.normpath(directory.absolute()))
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        path = PurePosixPath(os.path.normpath(path))
+        if base not in path.parents:
+            raise ValueError(f"{name!r} is outside the job's initialdir {str(base)!r}")
+        path = path.relative_to(base)
+    if not path.parts or ".." in path.parts or path.parts[-1] in (".", ""):
+        raise ValueError(f"{name!r} is not a file inside the job's initialdir {str(base)!r}")
+    return path

@@ -10,6 +10,10 @@ resources a claim took are still shown free by the old ad; they are held back
 here ("in flight") until the pilot advertises the claim or the hold expires
 (the schedd may have had no job left to use it).
 
+A slot ad that does not parse, or tells of resources no machine has (negative,
+fewer than one cpu, more than 64 TiB of memory, more free than in total), is
+dead-lettered with the reason, never matched.
+
 Usage for fair share is read from the demand itself (running jobs × their
 cpus, per owner), so the priorities rebuild from the bus after a restart.
 """
@@ -22,10 +26,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import classad2
+
 from schemas.demand import AutoCluster, DemandSnapshot
 from schemas.pilot import PilotExited, PilotLost, PilotRetiring
 from schemas.slot import Claim, NegotiationCompleted, SlotAdvertised
 from services.condor.claims import claim_digest
+from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
 
@@ -87,6 +94,13 @@ class Negotiator:
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
         if not ctx.from_pilot(msg.pilot_id):
             return
+        try:
+            parsed = self.table.slot(msg.pilot_id, msg.ad)  # parsed once, kept for passes
+        except classad2.ClassAdException as exc:
+            raise PermanentError(f"slot ad of pilot {msg.pilot_id} does not parse: {exc}") \
+                from None
+        if problem := logic.slot_problem(msg, parsed):
+            raise PermanentError(f"slot ad of pilot {msg.pilot_id}: {problem}")
         old = self.slots.get(msg.pilot_id)
         if old is not None and old[0].seq > msg.seq:
             return

@@ -155,6 +155,31 @@ class SlotAd:
         return self.ad
 
 
+# What no real machine has: an ad claiming more is a bug or a lie, and would win every match.
+MAX_SLOT_CPUS = 100_000
+MAX_SLOT_MEMORY_MB = 64 * 1024 * 1024  # 64 TiB
+MAX_SLOT_DISK_MB = 1024**4  # 1 EiB
+
+
+def slot_problem(msg: SlotAdvertised, slot: SlotAd) -> str:
+    """Why a slot ad cannot be believed ("" when it can): resources that are negative, not
+    numbers, fewer than one cpu, absurdly large, or more free than the slot has."""
+    limits = {"cpus": MAX_SLOT_CPUS, "memory_mb": MAX_SLOT_MEMORY_MB, "disk_mb": MAX_SLOT_DISK_MB}
+    free = {"cpus": msg.free_cpus, "memory_mb": msg.free_memory_mb,
+            "disk_mb": msg.free_disk_mb}
+    total = {"cpus": _number(slot.ad, "TotalCpus", msg.free_cpus),
+             "memory_mb": _number(slot.ad, "TotalMemory", msg.free_memory_mb),
+             "disk_mb": _number(slot.ad, "TotalDisk", msg.free_disk_mb * 1024) / 1024}
+    for name, limit in limits.items():
+        if not math.isfinite(total[name]) or not 0 <= total[name] <= limit:
+            return f"total {name} {total[name]:g} is not between 0 and {limit}"
+        if not 0 <= free[name] <= total[name]:
+            return f"free {name} {free[name]} is not between 0 and the total {total[name]:g}"
+    if total["cpus"] < 1:
+        return f"total cpus {total['cpus']:g} is less than 1"
+    return ""
+
+
 class AdTable:
     """Parsed ClassAds kept between passes: each ad text is parsed once.
 

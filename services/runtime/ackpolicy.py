@@ -3,13 +3,17 @@
     decode ──fails──────────────────────────────▶ dead-letter (reason header)
        │
     handler ──returns────────────────────────────▶ ack, once what it published is confirmed
-       ├──raises PermanentError──────────────────▶ dead-letter
+       ├──raises PermanentError, ValueError, ───▶ dead-letter at once
+       │  ArithmeticError (bad input)
        └──raises anything else──▶ retry count < max? ──yes──▶ delayed retry (count + 1)
                                                     └─no───▶ dead-letter
 
-Unexpected exceptions are treated as transient: a bug or an outage of a
-dependency should not throw messages away on the first try, but a message that
-keeps failing must not loop forever either.
+A ValueError (a bad id, text that does not parse, an unknown choice) or an
+ArithmeticError (a number too large to store) comes from the message itself:
+it fails the same way every time, so it is permanent wherever it is raised.
+Other unexpected exceptions are treated as transient: an outage of a
+dependency should not throw messages away on the first try, but a message
+that keeps failing must not loop forever either.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """The message could be handled later: retry it with a delay."""
+
+
+PERMANENT = (PermanentError, ValueError, ArithmeticError)  # retrying cannot change these
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class RetryPolicy:
 
 def after_failure(exc: BaseException, retry_count: int, policy: RetryPolicy) -> Outcome:
     reason = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, PermanentError):
+    if isinstance(exc, PERMANENT):
         return Outcome("dead", reason)
     if retry_count >= policy.max_retries:
         return Outcome("dead", f"gave up after {retry_count} retries: {reason}")

@@ -3,7 +3,8 @@
     answers? ── yes ─▶ done
        │no
        ├─ rabbitmq-server installed ─▶ rabbitmq-server -detached, wait for it
-       ├─ docker compose available ──▶ docker compose up -d rabbitmq, wait for it
+       ├─ a Docker engine ────────────▶ a throwaway broker for development (guest, on
+       │                                 127.0.0.1 only), wait for it
        └─ otherwise ─────────────────▶ one line saying how to get one; exit 1
 """
 
@@ -20,6 +21,10 @@ from .config import REPO_ROOT, Settings
 from .rabbit import broker_answers
 
 START_TIMEOUT_S = 90.0
+# Not compose's broker: that one has a user per service and no guest (deploy/README.md),
+# while tests and demos make namespaces of their own as guest.
+DOCKER_BROKER = ["docker", "run", "-d", "--rm", "--name", "burstwms-dev-rabbitmq",
+                 "-p", "127.0.0.1:5672:5672", "rabbitmq:3.13"]
 
 
 def ensure(settings: Settings) -> str | None:
@@ -29,7 +34,7 @@ def ensure(settings: Settings) -> str | None:
     starter = _starter() if _is_local(settings.amqp_url) else None
     if starter is None:
         return (f"no RabbitMQ broker answers at {settings.safe_url}; install one "
-                "(apt install rabbitmq-server), run `docker compose up -d rabbitmq`, "
+                f"(apt install rabbitmq-server), run `{' '.join(DOCKER_BROKER)}`, "
                 "or set AMQP_URL")
     print(f"burst: no broker at {settings.safe_url}; starting one: {' '.join(starter)}",
           file=sys.stderr)
@@ -57,7 +62,7 @@ def _starter() -> list[str] | None:
     if shutil.which("rabbitmq-server"):
         return ["rabbitmq-server", "-detached"]
     if shutil.which("docker") and _docker_engine():
-        return ["docker", "compose", "up", "-d", "rabbitmq"]
+        return DOCKER_BROKER
     return None
 
 

@@ -140,6 +140,7 @@ class ServiceTimers:
     factory_name: str = "factory"
     factory_interval_s: Seconds = 5.0
     slot_lease_s: Seconds = 60.0
+    claim_grace_s: Seconds = 10.0  # schedd: a slot ad this much newer than a claim lists it
     cloud_port: Count = 5000  # the embedded cloud's EC2/S3 endpoint; 0 = any free port
     cloud_boot_delay_s: Seconds = 2.0  # pending -> running in the embedded cloud
     cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle
@@ -176,6 +177,11 @@ def load_pool_config(path: Path | str) -> PoolConfig:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file (set BURST_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = str(path)

@@ -35,6 +35,9 @@ from pika.adapters.select_connection import IOLoop
 from pika.frame import Body, Header, Method
 from pika.spec import Basic
 
+import schemas
+from schemas.deadletter import DeadLetterOverflowed
+
 from . import codec, metrics, tracing, wire
 from .bus import (
     BrokerUnavailable,
@@ -59,6 +62,13 @@ CLOCK_SLACK_S = 2  # publishers' clocks may differ this much (their AMQP timesta
 EVENT_LOG_MAX_BYTES = 2 * 1024**3
 COALESCE_BYTES = 256 * 1024  # at most this much joined into one send()
 PERSISTENT = pika.DeliveryMode.Persistent.value
+PRECONDITION_FAILED = 406
+# Every dead-letter queue is bounded; a dead letter that does not fit is refused by the
+# broker (a nack), dropped, and told as a deadletter.overflowed event. A queue declared
+# before these existed keeps its arguments (changing them fails): the broker policy of
+# deploy/rabbitmq/definitions.json bounds it the same way.
+DEAD_LETTER_ARGUMENTS = {"x-max-length": 100_000, "x-max-length-bytes": 1024**3,
+                         "x-message-ttl": 7 * 86400 * 1000, "x-overflow": "reject-publish"}
 
 
 def connection_parameters(url: str) -> pika.URLParameters:
@@ -177,6 +187,7 @@ class RabbitBus(Bus):
         self._pending_in: deque[tuple[int, int, int]] = deque()  # (first, last seq, tag)
         self._release_scheduled = False
         self._rpc: dict[str, Future] = {}
+        self._dead_letters: dict[int, tuple[str, Envelope, str]] = {}  # seq -> (dlq, env, why)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -322,8 +333,10 @@ class RabbitBus(Bus):
                 self._basic_publish("", self.names.retry(queue), env, headers=headers,
                                     expiration=str(int(outcome.delay_s * 1000)))
             elif outcome.action == "dead":
-                self._basic_publish("", self.names.dlq(queue), env,
-                                    headers=self._dead_headers(env, queue, outcome.reason))
+                dlq = self.names.dlq(queue)
+                seq = self._basic_publish("", dlq, env,
+                                          headers=self._dead_headers(env, queue, outcome.reason))
+                self._dead_letters[seq] = (dlq, env, outcome.reason)
         self._pending_in.append((first_seq, self._seq, method.delivery_tag))
         self._schedule_release()
 
@@ -449,7 +462,11 @@ class RabbitBus(Bus):
         tag, multiple = method.delivery_tag, method.multiple
         if isinstance(method, pika.spec.Basic.Nack):
             first = self._confirmed_upto + 1 if multiple else tag
-            self._nacked.update(range(first, tag + 1))
+            nacked = range(first, tag + 1)
+            # A full dead-letter queue refuses: the message is dropped (acked), and told.
+            self._nacked.update(seq for seq in nacked if seq not in self._dead_letters)
+            for seq in [seq for seq in nacked if seq in self._dead_letters]:
+                self._dead_letter_overflowed(*self._dead_letters.pop(seq))
         if multiple:
             self._confirmed_upto = max(self._confirmed_upto, tag)
         else:
@@ -457,7 +474,21 @@ class RabbitBus(Bus):
         while self._confirmed_upto + 1 in self._confirmed_ahead:
             self._confirmed_upto += 1
             self._confirmed_ahead.discard(self._confirmed_upto)
+        if self._dead_letters:
+            for seq in [seq for seq in self._dead_letters if seq <= self._confirmed_upto]:
+                del self._dead_letters[seq]
         self._release()
+
+    def _dead_letter_overflowed(self, dlq: str, env: Envelope, reason: str) -> None:
+        log.error("event=dead_letter_dropped queue=%s type=%s message_id=%s reason=%r", dlq,
+                  env.type, env.message_id, reason)
+        event = DeadLetterOverflowed(queue=dlq, schema=env.type, message_id=env.message_id,
+                                     reason=reason[:1000], time=time.time())
+        try:
+            self._basic_publish(self.names.events, schemas.routing_key(event),
+                                self._envelope(event, None, None))
+        except Exception:  # the log line above is all that is left
+            log.exception("event=dead_letter_overflow_not_told queue=%s", dlq)
 
     def _schedule_release(self) -> None:
         # Deliveries that arrive in one read are acked together on the next loop turn. A timer,
@@ -610,7 +641,7 @@ def declare_topology(settings: Settings, subscriptions: list[Subscription]) -> N
 def _declare_subscription(ch: Any, names: Names, sub: Subscription) -> None:
     queue = names.queue(sub.queue)
     expiry = {"x-expires": int(sub.expires_s * 1000)} if sub.expires_s else {}
-    ch.queue_declare(names.dlq(queue), durable=True, arguments=expiry)
+    _declare_dead_letter_queue(ch, names.dlq(queue), {**DEAD_LETTER_ARGUMENTS, **expiry})
     ch.queue_declare(names.retry(queue), durable=True, arguments={
         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue, **expiry})
     ch.queue_declare(queue, durable=True, arguments=sub.queue_arguments(queue))
@@ -618,6 +649,24 @@ def _declare_subscription(ch: Any, names: Names, sub: Subscription) -> None:
         ch.queue_bind(queue, names.cmd, routing_key=key)
     for pattern in sub.event_patterns():
         ch.queue_bind(queue, names.events, routing_key=pattern)
+
+
+def _declare_dead_letter_queue(ch: Any, dlq: str, arguments: dict[str, Any]) -> None:
+    """Bounded; one declared before the bounds existed is kept as it is (the broker refuses a
+    change of arguments) and left to the broker policy, on a channel of its own, as the
+    refusal closes the channel."""
+    probe = ch.connection.channel()
+    try:
+        probe.queue_declare(dlq, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != PRECONDITION_FAILED:
+            raise
+        log.warning("event=dead_letter_queue_unbounded queue=%s reason=%r: it was declared "
+                    "before dead-letter queues had limits; apply the policy of "
+                    "deploy/rabbitmq/definitions.json, or delete it when empty", dlq,
+                    exc.reply_text)
+        return
+    probe.close()
 
 
 def _envelope_from(method: Any, props: Any, body: bytes) -> Envelope:

@@ -10,8 +10,10 @@ from .handlers import Schedd
 from .store import Store
 
 
-def _build(name, settings, _pool, bus) -> Schedd:
-    return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus)
+def _build(name, settings, pool, bus) -> Schedd:
+    return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus,
+                  spool_dir=settings.path("spool", name), private_dir=settings.state_dir,
+                  claim_grace_s=pool.services.claim_grace_s)
 
 
 command = service.named_command(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import classad2
@@ -23,7 +24,8 @@ import classad2
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
-from schemas.slot import MatchOffer
+from schemas.slot import MatchOffer, SlotAdvertised
+from services.condor.jobids import job_id, parse_job_id
 from services.runtime import security
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
@@ -37,15 +39,24 @@ log = logging.getLogger("burst.schedd")
 DEMAND_DEBOUNCE_S = 0.3
 DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
+CLAIM_GRACE_S = 10.0
+SPOOL_CLEANUP_S = 60.0
+MAX_IDS = 10_000  # job ids one query or action may name (SQLite binds two per id)
 
 
 class Schedd:
     def __init__(self, name: str, store: Store, bus: Bus, *,
-                 claim_timeout_s: float = CLAIM_TIMEOUT_S):
+                 claim_timeout_s: float = CLAIM_TIMEOUT_S, claim_grace_s: float = CLAIM_GRACE_S,
+                 spool_dir: Path | None = None, private_dir: Path | None = None):
         self.name = name
         self.store = store
         self.bus = bus
         self.claim_timeout_s = claim_timeout_s
+        self.claim_grace_s = claim_grace_s
+        # Input files of queued jobs, as submissions brought them: the schedd's own files.
+        self.spool_dir = spool_dir or store.path.parent / "spool"
+        # No job's file is ever written in here (the queue, the pool key, the spool).
+        self.private_dir = private_dir
         self.reasons: dict[str, dict[str, str]] = {}  # source -> autocluster -> reason
         self._demand_dirty = True
         self._demand_seq = 0
@@ -66,6 +77,7 @@ class Schedd:
             "match.analysis": self.on_match_analysis,
             "pilot.exited": self.on_pilot_gone,
             "pilot.lost": self.on_pilot_gone,
+            "slot.advertised": self.on_slot,
         }
         return [Subscription(f"schedd.{self.name}", commands=commands, events=events,
                              target=self.name, prefetch=500, exclusive=True)]
@@ -74,6 +86,7 @@ class Schedd:
         self.bus.call_every(DEMAND_DEBOUNCE_S, self.publish_demand)
         self.bus.call_every(10.0, self.expire_claims, first_delay_s=10.0)
         self.bus.call_every(3600.0, lambda: self.store.prune_processed(86400.0))
+        self.bus.call_every(SPOOL_CLEANUP_S, self.clean_spool, first_delay_s=SPOOL_CLEANUP_S)
 
     def stopping(self) -> None:
         pass
@@ -113,9 +126,14 @@ class Schedd:
                 raise PermanentError(f"job {msg.cluster}.{proc.proc}: bad ClassAd: {exc}") from None
         if not ads:
             raise PermanentError(f"cluster {msg.cluster}: no jobs to queue")
-        return self._transact(ctx, lambda tx: self._queue_cluster(tx, msg, ads))
+        try:
+            spools = logic.spool_dirs(msg, max_bytes=transfer.MAX_INLINE_BYTES)
+        except logic.InvalidMessage as exc:
+            raise PermanentError(str(exc)) from None
+        return self._transact(ctx, lambda tx: self._queue_cluster(tx, msg, ads, spools))
 
-    def _queue_cluster(self, tx: Tx, msg: J.JobSubmit, ads: list) -> J.JobSubmitted:
+    def _queue_cluster(self, tx: Tx, msg: J.JobSubmit, ads: list,
+                       spools: dict[int, str]) -> J.JobSubmitted:
         row = tx.one("SELECT owner, submitted_at FROM clusters WHERE cluster = ?", (msg.cluster,))
         if row is None:
             raise PermanentError(f"cluster {msg.cluster} was not allocated by schedd {self.name}")
@@ -123,6 +141,9 @@ class Schedd:
             raise PermanentError(f"cluster {msg.cluster} was already submitted")
         if row["owner"] != msg.owner:
             raise PermanentError(f"cluster {msg.cluster} belongs to {row['owner']}")
+        for index, directory in spools.items():
+            transfer.spool(self.spool_dir / directory, msg.input_sets[index])
+        spool_of = {proc.proc: spools.get(proc.inputs) for proc in msg.procs}
         now = time.time()
         ids, held = [], []
         for proc, ad in ads:
@@ -134,11 +155,11 @@ class Schedd:
             hold_reason = _submitted_on_hold(ad)
             tx.execute(
                 "INSERT INTO jobs (cluster, proc, owner, state, hold_reason, ad, autocluster, "
-                "request_cpus, request_memory_mb, request_disk_mb, submitted_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "request_cpus, request_memory_mb, request_disk_mb, submitted_at, spool) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (msg.cluster, proc, msg.owner, "held" if hold_reason else "idle",
-                 hold_reason or "", str(ad), key.id, cpus, memory, disk, now))
-            ids.append(queue.job_id(msg.cluster, proc))
+                 hold_reason or "", str(ad), key.id, cpus, memory, disk, now, spool_of[proc]))
+            ids.append(job_id(msg.cluster, proc))
             lines = logic.user_log(ad, msg.cluster, proc, userlog.SUBMITTED,
                                    f"Job submitted from host: <{self.name}>", "", now)
             if hold_reason:
@@ -146,14 +167,15 @@ class Schedd:
                 lines += logic.user_log(ad, msg.cluster, proc, userlog.HELD, "Job was held.",
                                         hold_reason, now)
             for line in lines:
-                userlog.append(line.path, line.text)
+                userlog.append(line.path, line.text, iwd=line.iwd, owner=msg.owner,
+                               private_dir=self.private_dir)
         tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
                    (now, msg.submit_file, msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
                                    owner=msg.owner)
         tx.emit(submitted)
-        for job_id, reason in held:  # after job.submitted, so every view folds them as held
-            tx.emit(J.JobHeld(schedd=self.name, job_id=job_id, owner=msg.owner, reason=reason))
+        for held_id, reason in held:  # after job.submitted, so every view folds them as held
+            tx.emit(J.JobHeld(schedd=self.name, job_id=held_id, owner=msg.owner, reason=reason))
         log.info("event=cluster_submitted cluster=%d jobs=%d held=%d owner=%s", msg.cluster,
                  len(ids), len(held), msg.owner)
         return submitted
@@ -176,10 +198,13 @@ class Schedd:
     def _selector(ids: list[str]) -> tuple[str, list]:
         if not ids:
             return "1=1", []
+        if len(ids) > MAX_IDS:
+            raise PermanentError(f"query too large: {len(ids)} job ids, at most {MAX_IDS} "
+                                 "(name clusters instead of their jobs)")
         clauses, args = [], []
         for text in ids:
             try:
-                cluster, proc = queue.parse_job_id(text)
+                cluster, proc = parse_job_id(text)
             except ValueError as exc:
                 raise PermanentError(str(exc)) from None
             if proc is None:
@@ -229,8 +254,29 @@ class Schedd:
                          claim.claim_id)
                 continue
             job = Job.from_row(row)
-            self._apply(tx, logic.activate(job, claim, _read_inputs(job), schedd=self.name,
-                                           now=now))
+            self._apply(tx, logic.activate(job, claim, self._spooled_inputs(job),
+                                           schedd=self.name, now=now))
+
+    def _spooled_inputs(self, job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:
+        try:
+            return transfer.spooled(self.spool_dir / job.spool if job.spool else None,
+                                    job.classad)
+        except transfer.TransferError as exc:
+            return logic.TransferFailed(str(exc))
+
+    def clean_spool(self) -> None:
+        """Input files of clusters whose jobs have all completed or been removed go away."""
+
+        def clean(tx: Tx) -> list[int]:
+            clusters = [row["cluster"] for row in tx.all(
+                "SELECT cluster FROM jobs WHERE spool IS NOT NULL GROUP BY cluster "
+                "HAVING SUM(state NOT IN ('completed', 'removed')) = 0")]
+            for cluster in clusters:
+                tx.execute("UPDATE jobs SET spool = NULL WHERE cluster = ?", (cluster,))
+            return clusters
+
+        for cluster in self._transact(None, clean):
+            transfer.unspool(self.spool_dir / str(cluster))
 
     # --- reports ------------------------------------------------------------------------------
 
@@ -240,12 +286,16 @@ class Schedd:
 
     def _apply_report(self, tx: Tx, msg: J.JobReport, sender: security.Principal) -> None:
         try:
-            cluster, proc = queue.parse_job_id(msg.job_id)
+            cluster, proc = parse_job_id(msg.job_id)
         except ValueError as exc:
             raise PermanentError(str(exc)) from None
         row = tx.one("SELECT * FROM jobs WHERE cluster = ? AND proc = ?", (cluster, proc))
         job = Job.from_row(row) if row is not None else None
-        outputs = _write_outputs(job, msg) if logic.returns_outputs(job, msg, sender) else None
+        outputs = None
+        if job is not None and logic.returns_outputs(job, msg, sender):
+            submit = tx.one("SELECT submit_file FROM clusters WHERE cluster = ?", (cluster,))
+            outputs = _write_outputs(job, msg, submit["submit_file"] if submit else "",
+                                     self.private_dir)
         try:
             plan = logic.job_report(job, msg, sender=sender, schedd=self.name, now=time.time(),
                                     outputs=outputs)
@@ -271,6 +321,28 @@ class Schedd:
 
         self._transact(ctx, requeue)
 
+    def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
+        """Claim reconciliation: a job claimed to this pilot that its ad does not list."""
+        if not ctx.from_pilot(msg.pilot_id):
+            return
+        received_at = time.time()
+        made_before = logic.ad_made_at(msg, received_at) - self.claim_grace_s
+        query = ("SELECT * FROM jobs WHERE pilot_id = ? AND claim_id IS NOT NULL AND "
+                 "state IN ('idle', 'running') AND matched_at < ?")
+        if not self.store.read(query, (msg.pilot_id, made_before)):
+            return  # the usual case: no transaction, nothing recorded for a heartbeat
+
+        def reconcile(tx: Tx) -> None:
+            for row in tx.all(query, (msg.pilot_id, made_before)):
+                plan = logic.reconcile(Job.from_row(row), msg, received_at=received_at,
+                                       grace_s=self.claim_grace_s, schedd=self.name)
+                if not plan.refused:
+                    log.warning("event=claim_reconciled job=%s pilot=%s state=%s",
+                                plan.job.id, msg.pilot_id, plan.job.state)
+                self._apply(tx, plan)
+
+        self._transact(ctx, reconcile)
+
     def expire_claims(self) -> None:
         """Matched jobs whose pilot never said it started them go back to idle."""
         now = time.time()
@@ -284,8 +356,7 @@ class Schedd:
 
         self._transact(None, expire)
 
-    @staticmethod
-    def _apply(tx: Tx, plan: logic.Plan) -> None:
+    def _apply(self, tx: Tx, plan: logic.Plan) -> None:
         """Carry out a decision inside the handler's transaction."""
         if plan.job is not None and plan.changes:
             tx.update_job(plan.job.cluster, plan.job.proc, plan.changes)
@@ -294,7 +365,8 @@ class Schedd:
         for event in plan.events:
             tx.emit(event)
         for line in plan.user_log:
-            userlog.append(line.path, line.text)
+            userlog.append(line.path, line.text, iwd=line.iwd,
+                           owner=plan.job.owner if plan.job else "", private_dir=self.private_dir)
 
     # --- demand -------------------------------------------------------------------------------
 
@@ -339,16 +411,12 @@ def _require_owner(ctx: Context, owner: str, what: str) -> None:
         raise PermanentError(f"refused: {principal.name} may not {what} as {owner}")
 
 
-def _read_inputs(job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:
+def _write_outputs(job: Job, msg: J.JobReport, submit_file: str,
+                   private_dir: Path) -> list[str] | logic.TransferFailed:
+    ad = job.classad
     try:
-        return transfer.input_files(job.classad)
-    except transfer.TransferError as exc:
-        return logic.TransferFailed(str(exc))
-
-
-def _write_outputs(job: Job | None, msg: J.JobReport) -> list[str] | logic.TransferFailed:
-    assert job is not None  # logic.returns_outputs said so
-    try:
-        return transfer.write_outputs(job.classad, msg.stdout, msg.stderr, msg.output_files)
+        return transfer.write_outputs(ad, msg.stdout, msg.stderr, msg.output_files,
+                                      owner=job.owner, private_dir=private_dir,
+                                      protected=transfer.protected_files(ad, submit_file))
     except transfer.TransferError as exc:
         return logic.TransferFailed(str(exc))

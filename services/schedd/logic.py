@@ -6,6 +6,7 @@
                 │ │   to the pilot)            │ (job.kill), pilot gone  │ pilot gone
                 │ └────────────────────────────┴─────────────────────────┘
                 └── release ── held ◀── hold; a held report; a file that cannot be moved
+    idle+claim or running, and the pilot's slot ad no longer lists the job ──▶ idle
     remove: any state but completed/removed ──▶ removed   (job.kill if it holds a claim)
 
 Each transition takes one Job (the columns of its row) and plain values: the
@@ -26,8 +27,9 @@ from typing import Any
 import classad2
 
 from schemas import job as J
-from schemas.slot import Claim, ClaimActivate, JobKill
+from schemas.slot import Claim, ClaimActivate, JobKill, SlotAdvertised
 from services.condor import jobad
+from services.condor.claims import claim_digest
 from services.runtime.security import Principal
 
 from . import userlog
@@ -62,6 +64,7 @@ class Job:
     matched_at: float | None = None
     started_at: float | None = None
     runs: int = 0
+    spool: str | None = None  # its input files' directory in the spool, if it has any
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -81,6 +84,7 @@ class Job:
 class UserLogLine:
     path: str  # the job's `log = FILE`, absolute
     text: str  # one event in HTCondor's user-log format
+    iwd: str = ""  # the job's initialdir: the log is written inside it only
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,45 @@ def missing_ids(requested: Iterable[str], found: Iterable[str]) -> dict[str, str
             if not any(j == text or j.startswith(f"{text}.") for j in found)}
 
 
+# --- submissions -----------------------------------------------------------------------------
+
+
+def spool_dirs(submit: J.JobSubmit, *, max_bytes: int) -> dict[int, str]:
+    """Where each input set a submission's procs use is spooled, relative to the spool:
+    CLUSTER/shared when all share one set, else CLUSTER/<first proc that uses it>.
+    InvalidMessage for procs numbered twice or below 0, a proc naming a set that is not
+    there, a file name with a directory in it, or a set over `max_bytes` (what one job may
+    carry)."""
+    procs = [proc.proc for proc in submit.procs]
+    if len(set(procs)) != len(procs) or min(procs, default=0) < 0:
+        raise InvalidMessage(f"cluster {submit.cluster}: proc numbers must be distinct and not "
+                             "negative")
+    users: dict[int, list[int]] = {}
+    for proc in submit.procs:
+        if proc.inputs == -1:
+            continue
+        if not 0 <= proc.inputs < len(submit.input_sets):
+            raise InvalidMessage(f"job {submit.cluster}.{proc.proc}: no input set "
+                                 f"{proc.inputs}")
+        users.setdefault(proc.inputs, []).append(proc.proc)
+    for index in users:
+        files = submit.input_sets[index]
+        if bad := [name for name in files if not plain_file_name(name)]:
+            raise InvalidMessage(f"cluster {submit.cluster}: input file name {bad[0]!r} is "
+                                 "not a plain file name")
+        if (size := sum(len(data) for data in files.values())) > max_bytes:
+            raise InvalidMessage(f"cluster {submit.cluster}: input files of {size} bytes, "
+                                 f"over the {max_bytes} a job may carry")
+    if len(users) == 1:
+        return dict.fromkeys(users, f"{submit.cluster}/shared")
+    return {index: f"{submit.cluster}/{min(procs)}" for index, procs in users.items()}
+
+
+def plain_file_name(name: str) -> bool:
+    """A file name with no directory in it: what input and output files travel as."""
+    return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+
+
 # --- matches ---------------------------------------------------------------------------------
 
 
@@ -146,7 +189,7 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
              *, schedd: str, now: float) -> Plan:
     """Give an idle job a claim the negotiator made: send it, with its files, to the pilot.
 
-    `inputs` is (executable, files by name) as read from the job's Iwd, or why not.
+    `inputs` is (executable, files by name) as read from the job's spool, or why not.
     """
     if job.state != "idle" or job.claim_id:
         return refused(job, f"is {job.state} with claim {job.claim_id}, not idle")
@@ -241,6 +284,28 @@ def pilot_gone(job: Job, pilot_id: str, reason: str, *, schedd: str) -> Plan:
     return requeue(job, f"pilot {pilot_id} went away: {reason}", schedd=schedd)
 
 
+def reconcile(job: Job, ad: SlotAdvertised, *, received_at: float, grace_s: float,
+              schedd: str) -> Plan:
+    """A pilot's slot ad lists the jobs it holds (and digests of its claims). A job claimed
+    to that pilot, sent to it more than grace_s before the ad was made, that the ad knows
+    neither by id nor by claim, is not there (the activation was lost, the pilot restarted):
+    it waits again at once, and the pilot is told to drop it in case it turns up."""
+    if job.pilot_id != ad.pilot_id or not job.claim_id or job.state not in ("idle", "running"):
+        return refused(job, f"holds no claim on pilot {ad.pilot_id}")
+    if job.matched_at is None or job.matched_at > ad_made_at(ad, received_at) - grace_s:
+        return refused(job, "sent to the pilot too recently for this ad to know it")
+    if job.id in ad.jobs or claim_digest(job.claim_id) in ad.claims:
+        return refused(job, "the pilot holds it")
+    plan = requeue(job, f"pilot {ad.pilot_id} no longer runs it", schedd=schedd)
+    return replace(plan, commands=_kill(job, "the pilot no longer holds this claim"))
+
+
+def ad_made_at(ad: SlotAdvertised, received_at: float) -> float:
+    """When the ad was made, by our clock: a pilot's clock running ahead of ours must not make
+    an old ad look newer than a claim (an ad without a time is as old as its arrival)."""
+    return min(ad.time, received_at) if ad.time > 0 else received_at
+
+
 def expire_claim(job: Job, *, now: float, timeout_s: float, schedd: str) -> Plan:
     """A matched job whose pilot has not said it started it within timeout_s waits again;
     the pilot is told to drop the claim in case the activation reaches it late."""
@@ -288,4 +353,4 @@ def user_log(ad: classad2.ClassAd, cluster: int, proc: int, code: int, message: 
     if not isinstance(path, str) or not path:
         return ()
     return (UserLogLine(path, userlog.event_text(code, cluster, proc, message, detail,
-                                                 when=now)),)
+                                                 when=now), str(jobad.iwd(ad))),)

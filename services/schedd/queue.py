@@ -1,21 +1,20 @@
-"""How the queue groups and shows jobs: autoclusters, job ids, requests, `burst q`'s view. Pure.
+"""How the queue groups and shows jobs: autoclusters, requests, `burst q`'s view. Pure.
 
     job ad ──autocluster_of()──▶ id (hash of owner + the attributes that decide where it runs)
                                  └─ idle jobs per autocluster are the demand the schedd publishes
-    "12" / "12.3" ──parse_job_id()──▶ (12, None) / (12, 3)
     jobs row ──job_view()──▶ JobInfo, with why an idle job waits (from match.analysis)
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 import classad2
 
 from schemas.job import JobInfo
 from services.condor import jobad
+from services.condor.jobids import job_id
 from services.condor.syntax import format_arguments
 
 # Attributes that decide where a job can run. Attributes its Requirements or
@@ -23,8 +22,6 @@ from services.condor.syntax import format_arguments
 # added per job: two jobs that differ in those must not share an autocluster.
 SIGNIFICANT = ("Requirements", "Rank", "RequestCpus", "RequestMemory", "RequestDisk",
                "DESIRED_Sites", "JobUniverse")
-
-_JOB_ID = re.compile(r"^(\d+)(?:\.(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -59,19 +56,6 @@ def _own_references(ad: classad2.ClassAd, expr: classad2.ExprTree) -> set[str]:
         elif ref and "." not in ref and ref in ad:
             refs.add(ref)
     return refs
-
-
-def parse_job_id(text: str) -> tuple[int, int | None]:
-    """'12' -> (12, None) for a whole cluster, '12.3' -> (12, 3); ValueError otherwise."""
-    match = _JOB_ID.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a job id (CLUSTER or CLUSTER.PROC)")
-    cluster, proc = match.groups()
-    return int(cluster), int(proc) if proc is not None else None
-
-
-def job_id(cluster: int, proc: int) -> str:
-    return f"{cluster}.{proc}"
 
 
 def resource_requests(ad: classad2.ClassAd) -> tuple[int, int, int]:

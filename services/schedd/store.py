@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     runs INTEGER NOT NULL DEFAULT 0,
+    spool TEXT,
     PRIMARY KEY (cluster, proc)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, autocluster);
@@ -82,8 +83,10 @@ JOB_COLUMNS = (
     "cluster", "proc", "owner", "state", "ad", "autocluster", "request_cpus",
     "request_memory_mb", "request_disk_mb", "exit_code", "exit_signal", "hold_reason",
     "claim_id", "pilot_id", "entry", "site", "provider", "matched_at", "submitted_at",
-    "started_at", "finished_at", "runs",
+    "started_at", "finished_at", "runs", "spool",
 )
+# Columns added since the first release, with their declarations: added to older files.
+ADDED_COLUMNS = {"jobs": {"spool": "TEXT"}}
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,15 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._add_columns()
         self._lock = threading.Lock()
+
+    def _add_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     def close(self) -> None:
         self._db.close()

@@ -5,12 +5,22 @@ Events are appended in HTCondor's text format, so tools that read user logs
 
     000 (012.003.000) 2026-11-25 12:00:00 Job submitted from host: <schedd>
     ...
+
+The log lives inside the job's initialdir and is written there only
+(confined.py); `burst submit` refuses a log whose directory is missing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
+
+from services.condor import jobad
+
+from . import confined
+
+log = logging.getLogger("burst.schedd")
 
 SUBMITTED, EXECUTING, ABORTED, TERMINATED, HELD, RELEASED = 0, 1, 9, 5, 12, 13
 
@@ -25,12 +35,16 @@ def event_text(code: int, cluster: int, proc: int, message: str, detail: str = "
     return "\n".join(lines) + "\n"
 
 
-def append(path: str, text: str) -> None:
-    """Best effort: a log that cannot be written must not fail the job's transition."""
+def append(path: str, text: str, *, iwd: str, owner: str, private_dir: Path | None = None
+           ) -> None:
+    """Append an event to the log at `path`, inside `iwd`, as `owner`'s file. A log that
+    cannot be written must not fail the job's transition: it is logged, loudly."""
     if not path:
         return
     try:
-        with open(Path(path), "a") as log:
-            log.write(text)
-    except OSError:
-        pass
+        confined.refuse_private(Path(iwd), private_dir)
+        confined.append(Path(iwd), jobad.below(Path(iwd), path), text,
+                        confined.account_of(owner))
+    except (ValueError, confined.Refused) as exc:
+        log.warning("event=user_log_not_written path=%s owner=%s reason=%r", path, owner,
+                    str(exc))

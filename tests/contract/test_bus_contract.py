@@ -178,6 +178,22 @@ def test_permanent_failure_goes_straight_to_the_dead_letter_queue(make_bus):
     assert len(calls.items) == 1
 
 
+@pytest.mark.parametrize("error", [ValueError("'abc' is not a job id"),
+                                   OverflowError("int too large to store")])
+def test_bad_input_a_handler_trips_on_is_dead_lettered_at_once(make_bus, error):
+    calls = Inbox()
+
+    def trips(msg, ctx):
+        calls.add(msg)
+        raise error
+
+    bus = make_bus(Subscription("svc", commands={"job.action": trips}, retry=FAST_RETRY))
+    bus.send(JobAction(action="hold", ids=["abc"]))
+    dead = wait_until(lambda: bus.dead_letters("svc"), what="a dead letter")
+    assert str(error) in dead[0][1] and "gave up" not in dead[0][1]
+    assert len(calls.items) == 1
+
+
 def test_a_message_that_keeps_failing_ends_dead_after_max_retries(make_bus):
     calls = Inbox()
 

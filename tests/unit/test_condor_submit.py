@@ -96,9 +96,11 @@ def test_submit_host_adds_user_and_global_job_id(workdir):
     assert spec.ad["GlobalJobId"] == f"login1#7.0#{NOW}"
 
 
-def test_absolute_executable_is_kept_even_if_absent_here(workdir):
-    [spec] = submit(workdir, "executable = /opt/site/bin/tool\nqueue\n")
+def test_absolute_executable_on_the_execute_side_is_kept_even_if_absent_here(workdir):
+    [spec] = submit(workdir, "executable = /opt/site/bin/tool\ntransfer_executable = false\n"
+                             "queue\n")
     assert spec.ad["Cmd"] == "/opt/site/bin/tool"
+    assert spec.ad["TransferExecutable"] is False
 
 
 def test_ad_text_round_trips_through_classad_parser(workdir):
@@ -352,13 +354,13 @@ def test_initialdir_is_relative_to_submit_dir_and_anchors_the_job_files(workdir)
     run.mkdir()
     (run / "in.csv").write_text("x")
     [spec] = submit(workdir, "initialdir = run1\nexecutable = run.sh\ninput = in.csv\n"
-                             "output = out.txt\nlog = ../job.log\n"
+                             "output = out.txt\nlog = job.log\n"
                              "transfer_input_files = in.csv, https://example.org/x.tar\n"
                              "transfer_output_files = out.txt,result.h5\nqueue\n")
     assert spec.ad["Iwd"] == str(run)
     assert spec.ad["Cmd"] == str(workdir / "run.sh")  # the executable is not under initialdir
     assert (spec.ad["In"], spec.ad["Out"]) == ("in.csv", "out.txt")
-    assert spec.ad["UserLog"] == str(workdir / "job.log")
+    assert spec.ad["UserLog"] == str(run / "job.log")  # inside the initialdir: it must be
     assert spec.ad["TransferInput"] == "in.csv,https://example.org/x.tar"
     assert spec.ad["TransferOutput"] == "out.txt,result.h5"
     assert jobad.string_list(spec.ad, "TransferInput") == ["in.csv", "https://example.org/x.tar"]

@@ -29,9 +29,52 @@ def test_compose_runs_the_broker_and_every_service(compose):
     for name in SERVICES:
         svc = services[name]
         assert svc["command"][:2] == ["service", name]
-        assert svc["environment"]["AMQP_URL"].startswith("amqp://guest:guest@rabbitmq:5672/")
+        # Its own broker user, its password from .env (deploy/rabbitmq/passwords.py).
+        assert svc["environment"]["AMQP_URL"] == (
+            f"amqp://{name}:${{BURST_AMQP_PASSWORD_{name.upper()}:?run python3 "
+            "deploy/rabbitmq/passwords.py}@rabbitmq:5672/burst")
         assert svc["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_compose_broker_listens_on_localhost_with_the_definitions_and_no_guest(compose):
+    broker = compose["services"]["rabbitmq"]
+    assert broker["ports"] and all(port.startswith("${BURST_BROKER_BIND:-127.0.0.1}:")
+                                   for port in broker["ports"])
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in broker["volumes"]
+                  if volume.startswith("./"))
+    assert mounts == {"./deploy/rabbitmq/rabbitmq.conf": "/etc/rabbitmq/conf.d/20-burstwms.conf",
+                      "./deploy/rabbitmq/definitions.local.json": "/etc/rabbitmq/definitions.json"}
+    conf = (REPO / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "load_definitions = /etc/rabbitmq/definitions.json" in conf
+    assert "loopback_users.guest = true" in conf
+    assert "guest:" not in (REPO / "compose.yaml").read_text()  # no service logs in as guest
+    for name in SERVICES:
+        for port in compose["services"][name].get("ports", []):
+            assert port.startswith("${BURST_WEB_BIND:-127.0.0.1}:")
+
+
+def test_the_passwords_script_makes_env_and_hashed_definitions(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "passwords", REPO / "deploy" / "rabbitmq" / "passwords.py")
+    passwords = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(passwords)
+    env, rendered = tmp_path / ".env", tmp_path / "definitions.local.json"
+    env.write_text("BURST_AMQP_PASSWORD_CLI=mine\n")
+    monkeypatch.setattr(passwords, "ENV_FILE", env)
+    monkeypatch.setattr(passwords, "RENDERED", rendered)
+    assert passwords.main() == 0
+    values = passwords.read_env(env)
+    users = [u["name"] for u in json.loads(rendered.read_text())["users"]]
+    assert values["BURST_AMQP_PASSWORD_CLI"] == "mine"  # a password given is kept
+    assert sorted(values) == sorted(passwords.variable(user) for user in users)
+    assert oct(env.stat().st_mode & 0o777) == "0o600"
+    first = rendered.read_text()
+    assert passwords.main() == 0 and passwords.read_env(env) == values  # nothing new made
+    assert json.loads(first)["users"][0]["password_hash"]
 
 
 def test_compose_volumes_are_declared(compose):

@@ -52,11 +52,14 @@ class Harness:
         self.store.close()
         self.start()
 
-    def submit(self, ads: list[str], owner: str = "alice") -> J.JobSubmitted:
+    def submit(self, ads: list[str], owner: str = "alice",
+               files: dict[str, bytes] | None = None) -> J.JobSubmitted:
+        """Submit as `burst submit` does; `files` are every job's input files."""
         cluster = self.bus.call(J.ClusterNew(owner=owner), to="s1").cluster
-        procs = [J.ProcAd(proc=i, ad=ad) for i, ad in enumerate(ads)]
+        procs = [J.ProcAd(proc=i, ad=ad, inputs=0 if files else -1) for i, ad in enumerate(ads)]
         return self.bus.call(J.JobSubmit(cluster=cluster, owner=owner, submit_file="x.sub",
-                                         procs=procs), to="s1")
+                                         procs=procs, input_sets=[files] if files else []),
+                             to="s1")
 
     def q(self, *ids: str) -> dict[str, J.JobInfo]:
         return {j.id: j for j in self.bus.call(J.JobQuery(ids=list(ids)), to="s1").jobs}
@@ -100,9 +103,11 @@ def test_different_memory_requests_make_different_autoclusters(h, tmp_path):
     assert sorted(ac.idle for ac in h.demand().autoclusters) == [1, 1]
 
 
-def test_match_sends_the_job_and_its_files_to_the_pilot(h, tmp_path):
-    (tmp_path / "run.sh").write_text("#!/bin/sh\necho hi\n")
-    h.submit([job_ad(tmp_path, cmd="run.sh")])
+def test_match_sends_the_job_and_its_spooled_files_to_the_pilot(h, tmp_path):
+    # burst submit read run.sh; the schedd never opens the user's copy (gone by now).
+    h.submit([job_ad(tmp_path, cmd=str(tmp_path / "run.sh"))],
+             files={"run.sh": b"#!/bin/sh\necho hi\n"})
+    assert not (tmp_path / "run.sh").exists()
     (ac,) = h.demand().autoclusters
     h.offer(ac.id)
     (activation,) = h.pilot_inbox.wait_for(lambda items: len(items) == 1)
@@ -254,3 +259,21 @@ def test_a_job_submitted_on_hold_is_queued_held_until_released(h, tmp_path):
     h.bus.call(J.JobAction(action="release", ids=["1.0"], reason=""), to="s1")
     assert h.q("1.0")["1.0"].state == "idle"
     assert h.demand().autoclusters[0].idle == 2
+
+
+def test_a_query_naming_too_many_jobs_is_refused_at_once(h, tmp_path):
+    h.submit([job_ad(tmp_path)])
+    ids = [f"1.{i}" for i in range(10_001)]
+    with pytest.raises(RemoteError, match="query too large: 10001 job ids"):
+        h.bus.call(J.JobQuery(ids=ids), to="s1")
+    (dead,) = h.bus.dead_letters("schedd.s1")
+    assert "gave up" not in dead[1]  # dead-lettered at once, not after retries
+
+
+def test_a_submission_numbering_two_jobs_alike_is_refused(h, tmp_path):
+    cluster = h.bus.call(J.ClusterNew(owner="alice"), to="s1").cluster
+    twice = [J.ProcAd(0, job_ad(tmp_path)), J.ProcAd(0, job_ad(tmp_path))]
+    with pytest.raises(RemoteError, match="proc numbers must be distinct"):
+        h.bus.call(J.JobSubmit(cluster=cluster, owner="alice", submit_file="x", procs=twice),
+                   to="s1")
+    assert h.q() == {}

@@ -291,7 +291,7 @@ def test_claims_within_their_time_or_already_started_do_not_expire(j):
 def test_a_job_reads_from_a_queue_row_and_its_ad_without_a_user_log_logs_nothing(tmp_path):
     row = {"cluster": 1, "proc": 0, "owner": "bob", "state": "held", "ad": "[ Cmd = \"x\" ]",
            "claim_id": None, "pilot_id": None, "entry": None, "site": None, "provider": None,
-           "matched_at": None, "started_at": None, "runs": 0, "exit_code": None}
+           "matched_at": None, "started_at": None, "runs": 0, "exit_code": None, "spool": None}
     j = Job.from_row(row)
     assert (j.id, j.state) == ("1.0", "held")
     plan = act(j, "release", actor=Principal("user", "bob", "t2"))

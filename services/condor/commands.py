@@ -83,16 +83,20 @@ _BASIC = (
             "pool's own variables, and secret-looking ones only when named exactly",
             ("Environment",), ("get_env",)),
     Command("input", SUPPORTED, "stdin, sent with the job", ("In",), ("stdin",)),
-    Command("output", SUPPORTED, "stdout, written back into the initial directory", ("Out",),
+    Command("output", SUPPORTED, "stdout, written back; inside the initial directory or the "
+            "submit file's (the schedd writes nowhere else)", ("Out",),
             ("stdout",)),
-    Command("error", SUPPORTED, "stderr, written back into the initial directory", ("Err",),
+    Command("error", SUPPORTED, "stderr, written back; inside the initial directory or the "
+            "submit file's", ("Err",),
             ("stderr",)),
-    Command("log", SUPPORTED, "the job's user log, HTCondor's event format", ("UserLog",),
+    Command("log", SUPPORTED, "the job's user log, HTCondor's event format; inside the "
+            "initial directory or the submit file's, in a directory that exists", ("UserLog",),
             ("userlog",)),
     Command("initialdir", SUPPORTED, "relative to the submit file's directory", ("Iwd",),
             ("initial_dir", "iwd", "job_iwd")),
-    Command("transfer_input_files", SUPPORTED, "files must exist at submit; http://, "
-            "https:// and s3:// URLs are kept for the pilot; other URL schemes are refused",
+    Command("transfer_input_files", SUPPORTED, "files must exist at submit and are sent with "
+            "the job; http://, https:// and s3:// URLs pass --dry-run but `burst submit` "
+            "refuses them until pilots fetch URLs; other URL schemes are refused",
             ("TransferInput",), ("transferinputfiles",)),
     Command("transfer_output_files", SUPPORTED, '`""` transfers nothing back',
             ("TransferOutput",), ("transferoutputfiles",)),

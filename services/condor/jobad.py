@@ -127,6 +127,31 @@ def below_iwd(ad: classad2.ClassAd, name: str) -> PurePosixPath:
     return below(iwd(ad), name)
 
 
+SUBMIT_DIR = "BurstSubmitDir"  # the submit file's directory (set by burst submit)
+
+
+def file_root(ad: classad2.ClassAd, name: str) -> tuple[Path, PurePosixPath]:
+    """Where the job's own file `name` (output, error, user log) may be written: inside
+    Iwd, or inside the submit file's directory when Iwd is below it (a shared log beside
+    the submit file, as many users keep). (root, path below it); ValueError otherwise."""
+    base = iwd(ad)
+    try:
+        return base, below(base, name)
+    except ValueError:
+        submit_dir = ad.get(SUBMIT_DIR)
+        if not isinstance(submit_dir, str) or not submit_dir:
+            raise
+        root = Path(os.path.normpath(submit_dir))
+        if root != base and root not in base.parents:
+            raise
+        absolute = Path(os.path.normpath(base / name))
+        try:
+            return root, below(root, str(absolute))
+        except ValueError:
+            raise ValueError(f"{name!r} is inside neither the job's initialdir {str(base)!r} "
+                             f"nor its submit file's directory {str(root)!r}") from None
+
+
 def below(directory: Path, name: str) -> PurePosixPath:
     """`name` (relative to `directory`, or absolute inside it) relative to `directory`;
     ValueError when it would lead out of it."""

@@ -70,7 +70,11 @@ def _slice_of(match: re.Match[str] | None) -> slice:
 def queue_count(queue: QueueArgs, sub: htcondor2.Submit, line: int, ctx: Context) -> int:
     if not queue.count:
         return 1
-    text = _expand_text(sub, queue.count)
+    try:
+        text = _expand_text(sub, queue.count)
+    except (KeyError, ValueError):  # htcondor2's way of saying a macro did not expand
+        raise ctx.error(line, f"queue count {queue.count!r} does not expand to a number") \
+            from None
     try:
         value = int(text) if re.fullmatch(r"-?\d+", text) else classad2.ExprTree(text).eval()
     except classad2.ClassAdException:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import classad2
 
-from . import commands, getenv, policy
+from . import commands, getenv, jobad, policy
 from .syntax import (
     format_arguments,
     format_environment,
@@ -71,6 +71,7 @@ def job_ad(expanded: Mapping[str, str], custom: Mapping[str, str], where: Where,
         ad["User"] = f"{ctx.owner}@{ctx.submit_host}"
         ad["GlobalJobId"] = f"{ctx.submit_host}#{ctx.cluster}.{proc}#{ctx.qdate}"
     ad["Iwd"] = str(iwd)
+    ad[jobad.SUBMIT_DIR] = str(ctx.base)
     _add_program(ad, expanded, where)
     _add_environment(ad, expanded, where)
     _add_files(ad, expanded, iwd, where)
@@ -129,17 +130,27 @@ def _executable(ad: classad2.ClassAd, expanded: Mapping[str, str], where: Where)
     if not given:
         raise where.ctx.error(where.queue_line,
                               "no executable (or shell) given before this queue statement")
-    if not convert(expanded, "transfer_executable", boolean, True, where):
+    # In the container universes an absolute executable is the image's own, as HTCondor
+    # assumes there; elsewhere it travels with the job unless the file says otherwise.
+    in_image = (expanded.get("universe", "").strip().lower() in _CONTAINER_UNIVERSES
+                and os.path.isabs(given))
+    if not convert(expanded, "transfer_executable", boolean, not in_image, where):
         ad["TransferExecutable"] = False
         return given  # found on the pilot, as condor_submit leaves it unresolved
-    if os.path.isabs(given):
-        return given  # may exist only on the execute side (e.g. /usr/bin/python3)
+    # It travels with the job (the CLI reads it), so it must be a program here: an absolute
+    # path that exists only on the execute side needs transfer_executable = false.
     base = where.ctx.base
-    if not (base / given).is_file():
-        raise where.error("executable", f"{given!r} not found in {base} (a relative "
-                                        "executable is found from the submit file's "
-                                        "directory, not from initialdir)")
-    return os.path.normpath(base / given)
+    path = Path(os.path.normpath(base / given))  # an absolute `given` stays as it is
+    if path.is_dir():
+        raise where.error("executable", f"{given!r} is a directory, not a program")
+    if not path.is_file():
+        found_from = "" if os.path.isabs(given) else (
+            f" in {base} (a relative executable is found from the submit file's directory, "
+            "not from initialdir)")
+        raise where.error("executable", f"{given!r} not found{found_from}; a program that "
+                                        "exists only on the execute side needs "
+                                        "transfer_executable = false")
+    return str(path)
 
 
 def _add_environment(ad: classad2.ClassAd, expanded: Mapping[str, str], where: Where) -> None:
@@ -173,10 +184,12 @@ def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
     if stdin and stdin != "/dev/null" and not (iwd / stdin).exists():
         raise where.error("input", f"file {stdin!r} not found in {iwd}")
     ad["In"] = stdin or "/dev/null"
-    ad["Out"] = expanded.get("output") or "/dev/null"
-    ad["Err"] = expanded.get("error") or "/dev/null"
-    if log := expanded.get("log"):
+    ad["Out"] = _inside_iwd(expanded, "output", iwd, where) or "/dev/null"
+    ad["Err"] = _inside_iwd(expanded, "error", iwd, where) or "/dev/null"
+    if log := _inside_iwd(expanded, "log", iwd, where):
         ad["UserLog"] = os.path.normpath(iwd / log)
+        if not (iwd / log).parent.is_dir():
+            raise where.error("log", f"directory {str((iwd / log).parent)!r} does not exist")
     if inputs := _file_list(expanded.get("transfer_input_files", "")):
         for name in inputs:
             _check_input(name, iwd, where)
@@ -186,6 +199,20 @@ def _add_files(ad: classad2.ClassAd, expanded: Mapping[str, str], iwd: Path,
         ad["TransferOutput"] = ""  # condor_submit's special case: transfer nothing back
     elif names := _file_list(outputs):
         ad["TransferOutput"] = ",".join(names)
+
+
+def _inside_iwd(expanded: Mapping[str, str], key: str, iwd: Path, where: Where) -> str:
+    """A file the schedd writes (output, error, log): inside the initialdir, or the submit
+    file's directory when the initialdir is below it (jobad.file_root); nowhere else."""
+    name = expanded.get(key, "")
+    if name and name != "/dev/null":
+        probe = classad2.ClassAd({"Iwd": str(iwd), jobad.SUBMIT_DIR: str(where.ctx.base)})
+        try:
+            jobad.file_root(probe, name)
+        except ValueError as err:
+            raise where.error(key, f"{err}; the schedd writes a job's files there only") \
+                from None
+    return name
 
 
 def _file_list(value: str) -> list[str]:

@@ -31,9 +31,19 @@ class Located:
         return f"{where}: {self.message}"
 
 
-@dataclass(frozen=True)
-class SubmitError(Located, Exception):
-    """Why the file is refused; nothing of it is queued."""
+CLASSAD_INT_LIMIT = 2**63  # a ClassAd integer is 64-bit signed
+
+
+class SubmitError(Exception):
+    """Why the file is refused; nothing of it is queued. A plain exception, not a frozen
+    dataclass: raising one through a context manager sets its __traceback__."""
+
+    def __init__(self, source: str, line: int | None, message: str):
+        super().__init__(source, line, message)
+        self.source, self.line, self.message = source, line, message
+
+    def __str__(self) -> str:
+        return str(Located(self.source, self.line, self.message))
 
     @property
     def problem(self) -> str:
@@ -96,9 +106,12 @@ def convert(expanded: Mapping[str, str], key: str, converter: Callable[[str], _T
     if not raw:
         return default
     try:
-        return converter(raw)
+        value = converter(raw)
     except ValueError as err:
         raise where.error(key, str(err)) from None
+    if isinstance(value, int) and not -CLASSAD_INT_LIMIT <= value < CLASSAD_INT_LIMIT:
+        raise where.error(key, f"{raw!r} is too large")
+    return value
 
 
 def expression(text: str) -> classad2.ExprTree:

@@ -84,7 +84,7 @@ class Job:
 class UserLogLine:
     path: str  # the job's `log = FILE`, absolute
     text: str  # one event in HTCondor's user-log format
-    iwd: str = ""  # the job's initialdir: the log is written inside it only
+    iwd: str = ""  # where the log may be written: inside this directory only (jobad.file_root)
 
 
 @dataclass(frozen=True)
@@ -352,5 +352,9 @@ def user_log(ad: classad2.ClassAd, cluster: int, proc: int, code: int, message: 
     path = ad.get("UserLog")
     if not isinstance(path, str) or not path:
         return ()
+    try:
+        root = jobad.file_root(ad, path)[0]
+    except ValueError:
+        root = jobad.iwd(ad)  # the append refuses it, loudly
     return (UserLogLine(path, userlog.event_text(code, cluster, proc, message, detail,
-                                                 when=now), str(jobad.iwd(ad))),)
+                                                 when=now), str(root)),)

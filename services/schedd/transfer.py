@@ -81,11 +81,11 @@ def write_outputs(ad: classad2.ClassAd, stdout: bytes, stderr: bytes,
     none, but never one of `protected`: the submit file, the user log)."""
     base = jobad.iwd(ad)
     allowed = jobad.output_names(ad)
-    plan: list[tuple[PurePosixPath, bytes]] = []
+    plan: list[tuple[Path, PurePosixPath, bytes]] = []
     for attr, data in (("Out", stdout), ("Err", stderr)):
         name = jobad.string(ad, attr)
         if name and name != "/dev/null":
-            plan.append((_below_iwd(ad, name, attr), data))
+            plan.append((*_file_root(ad, name, attr), data))
     for name, data in files.items():
         if not plain_file_name(name):
             raise TransferError(f"the pilot returned an output file named {name!r}")
@@ -95,18 +95,20 @@ def write_outputs(ad: classad2.ClassAd, stdout: bytes, stderr: bytes,
         if allowed is None and PurePosixPath(name) in protected:
             raise TransferError(f"the pilot returned {name!r}, which would replace the "
                                 "job's submit file or user log")
-        plan.append((PurePosixPath(name), data))
+        plan.append((base, PurePosixPath(name), data))
     account = confined.account_of(owner)
     try:
-        confined.refuse_private(base, private_dir)
-        return [str(confined.write(base, relative, data, account)) for relative, data in plan]
+        for root in {root for root, _relative, _data in plan}:
+            confined.refuse_private(root, private_dir)
+        return [str(confined.write(root, relative, data, account))
+                for root, relative, data in plan]
     except confined.Refused as exc:
         raise TransferError(str(exc)) from None
 
 
-def _below_iwd(ad: classad2.ClassAd, name: str, attr: str) -> PurePosixPath:
+def _file_root(ad: classad2.ClassAd, name: str, attr: str) -> tuple[Path, PurePosixPath]:
     try:
-        return jobad.below_iwd(ad, name)
+        return jobad.file_root(ad, name)
     except ValueError as exc:
         what = {"Out": "output", "Err": "error"}[attr]
         raise TransferError(f"{what} file {exc}") from None

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from services.cli import inputs
 from services.condor import jobad
 from services.condor.submit import Submission, SubmitError, read_submit_file
-from services.schedd import transfer
 
 NOW = 1_700_000_000
 
@@ -73,8 +73,7 @@ def test_a_relative_executable_is_found_from_the_submit_files_directory(tmp_path
     assert [job.ad["Cmd"] for job in sub.jobs] == [str(tmp_path / "bin" / "analyze.sh")] * 2
     assert [job.ad["Iwd"] for job in sub.jobs] == [str(tmp_path / "runs" / f"run_{run}")
                                                    for run in (0, 1)]
-    executable, files = transfer.input_files(sub.jobs[1].ad)  # what the schedd sends
-    assert executable == "analyze.sh" and set(files) == {"analyze.sh", "events.dat"}
+    assert set(sent(sub, proc=1)) == {"analyze.sh", "events.dat"}  # what travels with it
 
 
 def test_an_executable_only_under_initialdir_is_refused_with_the_reason(tmp_path):
@@ -95,8 +94,7 @@ def test_shell_runs_a_command_line_with_macros(tmp_path):
     assert [jobad.arguments(job.ad) for job in sub.jobs] == [
         ["-c", "./run.sh ttbar > ttbar.log 2>&1"], ["-c", "./run.sh wjets > wjets.log 2>&1"]]
     assert all(job.ad["TransferExecutable"] is False for job in sub.jobs)
-    executable, files = transfer.input_files(sub.jobs[0].ad)
-    assert executable == "/bin/sh" and set(files) == {"run.sh"}  # /bin/sh is the pilot's own
+    assert set(sent(sub, proc=0)) == {"run.sh"}  # /bin/sh is the pilot's own
 
 
 def test_shell_with_an_executable_as_well_is_refused(tmp_path):
@@ -178,3 +176,9 @@ def test_http_https_and_s3_inputs_are_kept_as_urls_for_the_pilot(tmp_path):
         """).jobs
     assert job.ad["TransferInput"] == ("query.fa,https://data.example.org/db/nt.tar.gz,"
                                        "http://mirror.example.org/x.fa,s3://bucket/ref/y.fa")
+
+
+def sent(sub, proc: int) -> dict[str, bytes]:
+    """The files `burst submit` reads and sends with job `proc` (services/cli/inputs.py)."""
+    found = inputs.read(sub.jobs, "job.sub", 1)
+    return found.sets[found.index[proc]]

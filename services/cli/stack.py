@@ -3,7 +3,8 @@
     burst up -d ──▶ python -m services.<name>  (one per service, own session, log file)
                     └── waits for <state>/run/<name>.pid, written once the service consumes
                     the embedded cloud first, when an entry has endpoint = "embedded":
-                    the factory finds its endpoint in run/cloud.json
+                    the factory finds its endpoint in run/cloud.json (and the metadata
+                    service's in run/metadata.json)
     burst down  ──▶ SIGTERM to services and local pilots, waits for them to exit
 
 Services keep their state in the broker and (the schedd) in SQLite, so a
@@ -25,7 +26,8 @@ import psutil
 
 from services.runtime.config import REPO_ROOT, ConfigError, Settings, load_pool_config
 
-SERVICES = ("schedd", "negotiator", "frontend", "factory", "web")
+# The metadata service before the factory: cloud launches need its URL.
+SERVICES = ("schedd", "negotiator", "frontend", "metadata", "factory", "web")
 CLOUD = "cloud"  # the embedded cloud, only where the configuration asks for it
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -46,6 +48,14 @@ def web_url(settings: Settings) -> str | None:
     """The dashboard's URL, as the web service wrote it once listening (run/web.json)."""
     try:
         return json.loads(settings.path("run", "web.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def metadata_url(settings: Settings) -> str | None:
+    """Where the metadata service listens, as it wrote it once listening (run/metadata.json)."""
+    try:
+        return json.loads(settings.path("run", "metadata.json").read_text())["url"]
     except (OSError, ValueError, KeyError):
         return None
 

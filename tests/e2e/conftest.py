@@ -25,6 +25,7 @@ negotiator_interval_s = 2.0
 frontend_interval_s = 1.0
 factory_interval_s = 0.5
 web_port = 0  # several pools on one machine: each dashboard on a free port
+metadata_port = 0  # ... and each metadata service
 
 [[entry]]
 name = "e2e-a"
@@ -138,6 +139,6 @@ def pool(tmp_path_factory):
 def _delete_namespace(p: Pool) -> None:
     from services.runtime.rabbit import delete_namespace
 
-    queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory",
+    queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory", "metadata",
               "factory.entry.e2e-a", "factory.entry.e2e-b"]
     delete_namespace(p.settings, queues)

@@ -88,6 +88,17 @@ def wants_cloud(settings: Settings) -> bool:
     return any(entry.endpoint == "embedded" for entry in pool.entries)
 
 
+def credential_variables(settings: Settings) -> set[str]:
+    """The variables the groups' `env:` credential references name: the frontend reads
+    them, and no other service (nor the pilots and VMs they start) is given them."""
+    try:
+        pool = load_pool_config(settings.config_path)
+    except ConfigError:
+        return set()
+    return {ref[4:] for group in pool.groups for ref in group.credentials.values()
+            if ref.startswith("env:")}
+
+
 def stack_services(settings: Settings) -> tuple[str, ...]:
     """What `burst up` runs: the embedded cloud first (if configured), then SERVICES."""
     return ((CLOUD,) if wants_cloud(settings) else ()) + SERVICES
@@ -114,17 +125,24 @@ def start(settings: Settings, names: tuple[str, ...] | None = None
         pid_path(settings, name).unlink(missing_ok=True)
         log = log_path(settings, name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "BURST_STATE_DIR": str(settings.state_dir),
-               "BURST_NAMESPACE": settings.namespace, "AMQP_URL": settings.amqp_url,
-               "BURST_CONFIG": str(settings.config_path.absolute())}
         with open(log, "ab") as out:
             started[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, cwd=str(REPO_ROOT),
+                [sys.executable, "-m", f"services.{name}"], env=environment(settings, name),
+                cwd=str(REPO_ROOT),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         if name == CLOUD:  # the factory resolves "embedded" through it: ready first
             wait_ready(settings, {CLOUD: started[CLOUD]})
     return started
+
+
+def environment(settings: Settings, name: str) -> dict[str, str]:
+    """A service's environment: ours, on this pool, less the credential variables (but
+    for the frontend, which reads them)."""
+    secrets = set() if name == "frontend" else credential_variables(settings)
+    return {**{k: v for k, v in os.environ.items() if k not in secrets},
+            "BURST_STATE_DIR": str(settings.state_dir), "BURST_NAMESPACE": settings.namespace,
+            "AMQP_URL": settings.amqp_url, "BURST_CONFIG": str(settings.config_path.absolute())}
 
 
 def wait_ready(settings: Settings, procs: dict[str, subprocess.Popen],

@@ -370,8 +370,11 @@ class Factory:
             self.bus.emit(PilotExited(pilot_id=pilot_id, entry=record.entry,
                                       reason="cancelled before it registered", time=time.time()))
         else:
+            # Sealed to the pilot: it holds no pool key to check a service's signature, so
+            # what opens with its own key is what it knows a service sent.
             self.bus.send(PilotRetire(pilot_id=pilot_id, reason="no longer requested",
-                                      only_if_idle=True), to=pilot_id)
+                                      only_if_idle=True), to=pilot_id,
+                          seal_for=security.pilot(pilot_id))
 
     def kill(self, pilot_id: str, reason: str) -> None:
         record = self.pilots.pop(pilot_id, None)

@@ -175,6 +175,11 @@ def test_every_vm_is_gone_at_the_end_and_down_leaves_nothing(cloud_pool):
         psutil.Process(cloud_pid).status() == psutil.STATUS_ZOMBIE
     assert not (p.root / "state" / "run" / "cloud.json").exists()
     assert not (p.root / "state" / "run" / "metadata.json").exists()
+    logs = [*(p.root / "state").glob("cloud/vms/*/console.log"),
+            *(p.root / "state").glob("pilots/*/glidein.log")]
+    refused = [line for log in logs for line in log.read_text().splitlines()
+               if "event=refused" in line]
+    assert logs and refused == []  # a retire order from the factory is sealed to its pilot
     vms = str(p.root / "state" / "cloud" / "vms")
     assert not processes_where("BURST_PILOT_WORK_DIR", lambda v: v.startswith(vms)), \
         "a VM's glidein outlived burst down"

@@ -111,7 +111,7 @@ class Factory:
         """
         adopted = {}
         for entry, driver in self.drivers.items():
-            if entries is not None and entry not in entries:
+            if (entries is not None and entry not in entries) or getattr(driver, "blind", False):
                 continue
             try:
                 listed = driver.instances(entry)
@@ -249,6 +249,8 @@ class Factory:
 
     def reconcile_entry(self, entry: str) -> None:
         now = time.time()
+        if getattr(self.drivers[entry], "blind", False):
+            return  # no credential for its VMs yet: it comes with a request (see drivers/)
         listed = self.drivers[entry].instances(entry)
         self._notice_vanished(entry, listed)
         self._end_leftover_vms(entry, listed)
@@ -311,10 +313,11 @@ class Factory:
         self.last_launch[entry_name] = now
         try:
             boot = self.boot(driver, entry, pilot_id, client, idle)
+            # A cloud pilot gets its context and key from the metadata service, not here.
             spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
-                              context=self.pilot_context(entry, pilot_id, client, idle),
+                              context={} if boot else self.pilot_context(entry, pilot_id,
+                                                                         client, idle),
                               factory=self.name,
-                              # a cloud pilot gets its key from the metadata service, not here
                               pilot_key=b"" if boot else self.pilot_key(pilot_id),
                               credential=self.secrets.get((entry_name, client), b""), **boot)
             instance = driver.launch(spec)
@@ -336,9 +339,10 @@ class Factory:
 
     def pilot_context(self, entry: EntryConfig, pilot_id: str, client: str,
                       idle_lifetime_s: float) -> dict[str, str]:
+        broker = credentials.setting(self.pool.services.pilot_amqp_url, self.pool.path.parent)
         return pilot_environment(entry, pilot_id, factory=self.name, group=client,
                                  idle_lifetime_s=idle_lifetime_s, settings=self.settings,
-                                 amqp_url=self.pool.services.pilot_amqp_url)
+                                 amqp_url=broker)
 
     def boot(self, driver: Driver, entry: EntryConfig, pilot_id: str, client: str,
              idle_lifetime_s: float) -> dict[str, str]:

@@ -47,6 +47,7 @@ class Frontend:
         self.bus = bus
         self.policies = [logic.GroupPolicy.from_config(g) for g in pool.groups]
         self.references = {g.name: dict(g.credentials) for g in pool.groups}
+        self.unreadable: dict[tuple[str, str], str] = {}  # (group, domain) -> why, last said
         # entry -> factory -> (its public key, when last advertised)
         self.factory_keys: dict[str, dict[str, tuple[str, float]]] = {}
         self.demand: dict[str, tuple[DemandSnapshot, float]] = {}
@@ -146,8 +147,12 @@ class Frontend:
                 secrets[domain] = credentials.resolve(reference, self.pool.path.parent)
             except credentials.CredentialUnavailable as exc:
                 unusable[domain] = str(exc)
+        for domain, reason in unusable.items():  # said once, not every cycle
+            if self.unreadable.get((policy.name, domain)) != reason:
                 log.warning("event=credential_unreadable group=%s trust_domain=%s reason=%r",
-                            policy.name, domain, str(exc))
+                            policy.name, domain, reason)
+        self.unreadable = {k: v for k, v in self.unreadable.items() if k[0] != policy.name}
+        self.unreadable.update({(policy.name, d): r for d, r in unusable.items()})
         return secrets, unusable
 
     def _boxes(self, client: str, entry: str, domain: str, secret: bytes, now: float

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from schemas.pilot import PilotLaunched
 from schemas.token import TokenRefused
-from services.runtime import bootstrap, sealing, security
+from services.runtime import bootstrap, credentials, sealing, security
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig, Settings
 
@@ -105,18 +105,22 @@ class MetadataBroker:
         reason = logic.refusal(claims, pool=self.settings.namespace, entries=set(self.entries),
                                now=now, instance_id=instance_id,
                                launched_instance=self.store.launched_instance(claims.pilot_id))
-        if reason is None:
-            try:
-                sealing.parse_public(public_key)  # a bad key must not burn the token
-            except security.AuthError as exc:
-                return Answer.text(400, f"public_key: {exc}")
-            if not self.store.consume(claims, instance_id, now):
-                reason = logic.ALREADY_USED
         if reason is not None:
             return self._refuse(vars(claims), reason, instance_id, peer)
+        try:  # what could fail comes before the token is spent
+            sealing.parse_public(public_key)
+        except security.AuthError as exc:
+            return Answer.text(400, f"public_key: {exc}")
+        try:
+            broker = credentials.setting(self.pool.services.pilot_amqp_url,
+                                         self.pool.path.parent)
+        except credentials.CredentialUnavailable as exc:
+            log.error("event=pilot_broker_url_unavailable reason=%r", str(exc))
+            return Answer.text(503, "the pilots' broker URL is unavailable; ask again later")
+        if not self.store.consume(claims, instance_id, now):
+            return self._refuse(vars(claims), logic.ALREADY_USED, instance_id, peer)
         context = logic.boot_context(
-            self.entries[claims.entry], claims, settings=self.settings,
-            pilot_amqp_url=self.pool.services.pilot_amqp_url,
+            self.entries[claims.entry], claims, settings=self.settings, pilot_amqp_url=broker,
             pilot_key=self.bus.verifier.key_for(security.pilot(claims.pilot_id)))
         box = sealing.seal(public_key, json.dumps(context).encode(), bootstrap.digest(token))
         log.info("event=boot_exchanged pilot=%s entry=%s instance=%s peer=%s", claims.pilot_id,
@@ -125,9 +129,15 @@ class MetadataBroker:
                       "application/json")
 
     def _refuse(self, claims: dict, reason: str, instance_id: str, peer: str) -> Answer:
-        pilot_id, entry = str(claims.get("pilot_id", ""))[:200], str(claims.get("entry", ""))[:200]
+        # What a forged token claims is the caller's text: keep it short and on one line.
+        pilot_id, entry, instance_id = (_printable(claims.get("pilot_id")),
+                                        _printable(claims.get("entry")), _printable(instance_id))
         log.warning("event=boot_refused pilot=%s entry=%s instance=%s peer=%s reason=%r",
-                    pilot_id, entry, instance_id[:100], peer, reason)
+                    pilot_id, entry, instance_id, peer, reason)
         self.bus.emit(TokenRefused(pilot_id=pilot_id, entry=entry, reason=reason,
-                                   instance_id=instance_id[:100], peer=peer, time=self.clock()))
+                                   instance_id=instance_id, peer=peer, time=self.clock()))
         return Answer.text(403, f"refused: {reason}")
+
+
+def _printable(value: object, limit: int = 200) -> str:
+    return "".join(c for c in str(value or "")[:limit] if c.isprintable())

@@ -32,6 +32,7 @@ import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import ServiceTimers, Settings
@@ -124,7 +125,7 @@ def digest(token: str) -> str:
 # --- where the metadata service listens ---------------------------------------------------------
 
 
-def location_path(settings: Settings):
+def location_path(settings: Settings) -> Path:
     return settings.path("run", "metadata.json")
 
 

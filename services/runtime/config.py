@@ -153,7 +153,9 @@ class ServiceTimers:
     metadata_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8471  # 0: any free port
     metadata_url: str = ""  # what VMs are told to reach it at; "" = where it listens
     boot_token_lifetime_s: Seconds = 600.0  # a boot token not exchanged by then is refused
-    pilot_amqp_url: str = ""  # the broker URL pilots are given; "" = the services' AMQP_URL
+    # The broker URL pilots are given ("" = the services' AMQP_URL); as it may hold a
+    # password, it may be a reference: env:NAME or file:PATH (credentials.setting).
+    pilot_amqp_url: str = ""
 
 
 @dataclass(frozen=True)

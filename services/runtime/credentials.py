@@ -70,6 +70,14 @@ def resolve(reference: str, base_dir: Path, env: Mapping[str, str] | None = None
     raise CredentialUnavailable("not a credential reference (env:NAME, file:PATH or none)")
 
 
+def setting(value: str, base_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """A setting that may hold its value or name it by reference (env:NAME, file:PATH), so a
+    secret such as a password in a URL stays out of the TOML; CredentialUnavailable."""
+    if value.startswith(("env:", "file:")):
+        return resolve(value, base_dir, env).decode()
+    return value
+
+
 def ec2_keys(secret: bytes) -> tuple[str, str]:
     """(access key id, secret access key) of an ec2-keypair credential; ValueError naming
     the expected shapes, never the content."""

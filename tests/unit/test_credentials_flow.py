@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
+from schemas.pilot import PilotLaunched
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from services.factory.drivers import Instance, LaunchSpec
 from services.factory.handlers import Factory
@@ -44,6 +45,10 @@ class CloudDriver:
     def __init__(self):
         self.launched: list[LaunchSpec] = []
         self.credentials: list[bytes] = []
+
+    @property
+    def blind(self) -> bool:
+        return not self.credentials
 
     def credential_arrived(self, secret: bytes) -> bool:
         new = secret not in self.credentials
@@ -121,7 +126,8 @@ def test_a_cloud_launch_gets_a_boot_token_bound_to_its_pilot_and_not_the_key(poo
     assert (claims.pool, claims.entry, claims.pilot_id, claims.factory, claims.group) == (
         bus.settings.namespace, "cloud1", spec.pilot_id, "f1", "fe.main")
     assert 599 < claims.expires - claims.issued <= 600
-    assert spec.metadata_url == "http://metadata.example:8471" and spec.pilot_key == b""
+    assert spec.metadata_url == "http://metadata.example:8471"
+    assert (spec.pilot_key, spec.context) == (b"", {})  # both come from the metadata service
     assert spec.boot_token not in repr(spec) and SECRET.decode() not in repr(spec)
 
 
@@ -153,3 +159,15 @@ def test_entry_ads_carry_the_factorys_public_key_and_the_credential_kind(pool):
     [ad] = ads.wait_for_item(lambda m: isinstance(m, EntryAdvertised) and m.factory == "f2")
     assert (ad.credential, ad.sealing_key, ad.trust_domain) == (
         "ec2-keypair", sealing.public_hex(factories["f2"].box_key), "aws-main")
+
+
+def test_a_factory_without_the_credential_yet_declares_no_pilot_lost(pool):
+    bus, factories, drivers, *_ = pool
+    bus.emit(PilotLaunched(pilot_id="cloud1-old", entry="cloud1", site="CloudSite",
+                           factory="f1", driver="ec2", provider="aws", instance_id="i-old",
+                           group="fe.main", time=time.time()))  # before a restart, say
+    bus.send(GlideinRequest(frontend="fe", group="main", entry="cloud1", idle_target=1,
+                            max_glideins=1, remove_excess="NO", time=time.time()), to="cloud1")
+    bus.wait_idle()
+    factories["f1"].reconcile()  # its driver sees no VM: it has no account to look with
+    assert "cloud1-old" in factories["f1"].pilots and drivers["f1"].launched == []

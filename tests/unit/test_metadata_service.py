@@ -40,9 +40,11 @@ class Broker:
 
     def __init__(self, settings, tmp_path):
         self.settings, self.now = settings, time.time()
+        self.broker_file = tmp_path / "pilot-broker.url"  # a password stays out of the TOML
+        self.broker_file.write_text(BROKER_URL + "\n")
         self.pool = PoolConfig(path=tmp_path / "x.toml", entries=(ENTRY,),
                                groups=(GroupConfig("main"),),
-                               services=ServiceTimers(pilot_amqp_url=BROKER_URL))
+                               services=ServiceTimers(pilot_amqp_url="file:pilot-broker.url"))
         self.trust = service_trust(settings, "metadata")
         self.bus = connect(settings, "metadata", memory=True, **self.trust)
         self.refused = Inbox()
@@ -165,6 +167,15 @@ def test_requests_that_are_no_boot_request_spend_nothing(broker):
     status, body = broker.post({"token": token, "instance_id": "i", "public_key": "00"})
     assert (status, body) == (400, b"public_key: not a public key (64 hex digits expected)\n")
     assert exchange(broker.url, token, "i")["BURST_PILOT_ID"] == "emb-one-p1"
+
+
+def test_a_broker_url_that_cannot_be_read_is_a_503_and_spends_nothing(broker):
+    token = broker.token()
+    broker.broker_file.unlink()
+    with pytest.raises(ContextError, match="HTTP 503: the pilots' broker URL is unavailable"):
+        exchange(broker.url, token, "i", patience_s=0.0)
+    broker.broker_file.write_text(BROKER_URL)
+    assert exchange(broker.url, token, "i")["AMQP_URL"] == BROKER_URL
 
 
 def test_two_exchanges_of_one_token_race_and_exactly_one_wins(tmp_path):

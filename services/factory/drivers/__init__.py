@@ -11,7 +11,9 @@ A driver whose pilots boot from user data sets `boot_token = True`: the
 factory then gives each launch a boot token and the metadata service's URL
 instead of relying on the context (which such pilots never see). A driver
 that acts with a group's credential may have `credential_arrived(secret)`,
-returning True when it can now see VMs it could not before.
+returning True when it can now see VMs it could not before, and `blind`,
+true while it has no credential to look with (the factory then neither
+adopts nor reconciles that entry: nothing listed would not mean nothing there).
 `instances` reports each pilot's resource as running (pending counts), stopped
 (shut down but still holding a VM: the factory terminates it) or gone.
 """

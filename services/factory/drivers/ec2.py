@@ -105,6 +105,12 @@ class EC2Driver:
             return info["endpoint"] if info else self.entry.endpoint
         return self.entry.endpoint
 
+    @property
+    def blind(self) -> bool:
+        """No account to look with yet: the entry's credential comes with a group's request,
+        and until then the driver cannot tell a VM that is gone from one it cannot see."""
+        return not self._keys
+
     def credential_arrived(self, secret: bytes) -> bool:
         """A group's credential for this entry (opened by the factory); True when it is an
         account this driver did not know, whose VMs it can list from now on."""

@@ -31,7 +31,9 @@ def save_plot(series: dict[str, Any], start: float, path: Path) -> Path:
     pool.set_title("burstwms demo: running VMs and claimed slots")
     jobs.step(seconds, [p["jobs_idle"] for p in points], where="post", linestyle="--",
               color="#d62728", label="jobs idle (queue)")
-    for entry in series["entries"]:
+    # Entries of earlier demos are still in the window the dashboard folds: draw only those
+    # that ran something in this one.
+    for entry in [e for e in series["entries"] if any(p["jobs_running"].get(e) for p in points)]:
         jobs.step(seconds, [p["jobs_running"].get(entry, 0) for p in points], where="post",
                   label=f"running at {entry}")
     jobs.set_ylabel("jobs")

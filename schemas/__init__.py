@@ -3,7 +3,7 @@
 Importing this package registers every schema. See `_base` for the rules.
 """
 
-from . import cloud, deadletter, demand, job, pilot, provisioning, slot  # noqa: F401  (registration)
+from . import cloud, deadletter, demand, job, pilot, provisioning, slot, token  # noqa: F401
 from ._base import (
     SchemaError,
     all_schemas,

@@ -3,6 +3,10 @@
     factory ──entry.advertised──▶ burst.events ──▶ frontend, status
     frontend ──glidein.request──▶ factory               (command, per entry)
 
+An entry ad carries the advertising factory's public key; the frontend seals the
+group's credential for the entry's trust domain to it and puts the box in the
+request, so no credential is ever readable on the bus.
+
 glidein.request v1 carried `remove_excess` as a bool; v2 carries the
 GlideinWMS mode string (NO, WAIT, IDLE, ALL). v1 bodies are upgraded: true
 becomes IDLE (remove idle pilots only), false becomes NO.
@@ -45,7 +49,10 @@ class GlideinRequest:
     max_glideins: int  # ceiling on all pilots of this group at this entry
     remove_excess: str  # NO | WAIT | IDLE | ALL
     idle_lifetime_s: float = 0.0  # 0: the entry's default
-    credentials: dict[str, bytes] = field(default_factory=dict)  # trust domain -> sealed blob
+    # "<trust domain>@<factory>" -> the group's credential for the entry's trust domain,
+    # sealed to that factory's public key (services/runtime/sealing.py): one box per factory
+    # advertising the entry, since any of them may be the one consuming the request.
+    credentials: dict[str, bytes] = field(default_factory=dict)
     seq: int = 0
     time: float = 0.0
 
@@ -80,3 +87,5 @@ class EntryAdvertised:
     max_pilots: int = 0
     time: float = 0.0
     clients: dict[str, dict[str, int]] = field(default_factory=dict)  # client -> state -> count
+    credential: str = ""  # the kind of credential the entry needs (none, ec2-keypair, ...)
+    sealing_key: str = ""  # the factory's X25519 public key (hex): credentials are sealed to it

@@ -434,6 +434,9 @@ def services_status(s: Settings) -> dict[str, dict[str, Any]]:
     url = stack.web_url(s)
     if url and services.get("web", {}).get("alive"):
         services["web"]["url"] = url
+    url = stack.metadata_url(s)
+    if url and services.get("metadata", {}).get("alive"):
+        services["metadata"]["url"] = url
     if stack.CLOUD in services:
         from services.cloudspec.endpoint import read_info
 

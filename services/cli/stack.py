@@ -3,7 +3,8 @@
     burst up -d ──▶ python -m services.<name>  (one per service, own session, log file)
                     └── waits for <state>/run/<name>.pid, written once the service consumes
                     the embedded cloud first, when an entry has endpoint = "embedded":
-                    the factory finds its endpoint in run/cloud.json
+                    the factory finds its endpoint in run/cloud.json (and the metadata
+                    service's in run/metadata.json)
     burst down  ──▶ SIGTERM to services and local pilots' process groups, waits for them to
                     exit (SIGKILL for pilots that do not), then kill_leftovers() of every pilot
                     directory: no job process outlives it, even a dead pilot's
@@ -28,7 +29,8 @@ import psutil
 from services.condor.pilotdir import kill_leftovers
 from services.runtime.config import REPO_ROOT, ConfigError, Settings, load_pool_config
 
-SERVICES = ("schedd", "negotiator", "frontend", "factory", "web")
+# The metadata service before the factory: cloud launches need its URL.
+SERVICES = ("schedd", "negotiator", "frontend", "metadata", "factory", "web")
 CLOUD = "cloud"  # the embedded cloud, only where the configuration asks for it
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -49,6 +51,14 @@ def web_url(settings: Settings) -> str | None:
     """The dashboard's URL, as the web service wrote it once listening (run/web.json)."""
     try:
         return json.loads(settings.path("run", "web.json").read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def metadata_url(settings: Settings) -> str | None:
+    """Where the metadata service listens, as it wrote it once listening (run/metadata.json)."""
+    try:
+        return json.loads(settings.path("run", "metadata.json").read_text())["url"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -81,6 +91,17 @@ def wants_cloud(settings: Settings) -> bool:
     return any(entry.endpoint == "embedded" for entry in pool.entries)
 
 
+def credential_variables(settings: Settings) -> set[str]:
+    """The variables the groups' `env:` credential references name: the frontend reads
+    them, and no other service (nor the pilots and VMs they start) is given them."""
+    try:
+        pool = load_pool_config(settings.config_path)
+    except ConfigError:
+        return set()
+    return {ref[4:] for group in pool.groups for ref in group.credentials.values()
+            if ref.startswith("env:")}
+
+
 def stack_services(settings: Settings) -> tuple[str, ...]:
     """What `burst up` runs: the embedded cloud first (if configured), then SERVICES."""
     return ((CLOUD,) if wants_cloud(settings) else ()) + SERVICES
@@ -107,17 +128,24 @@ def start(settings: Settings, names: tuple[str, ...] | None = None
         pid_path(settings, name).unlink(missing_ok=True)
         log = log_path(settings, name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "BURST_STATE_DIR": str(settings.state_dir),
-               "BURST_NAMESPACE": settings.namespace, "AMQP_URL": settings.amqp_url,
-               "BURST_CONFIG": str(settings.config_path.absolute())}
         with open(log, "ab") as out:
             started[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, cwd=str(REPO_ROOT),
+                [sys.executable, "-m", f"services.{name}"], env=environment(settings, name),
+                cwd=str(REPO_ROOT),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         if name == CLOUD:  # the factory resolves "embedded" through it: ready first
             wait_ready(settings, {CLOUD: started[CLOUD]})
     return started
+
+
+def environment(settings: Settings, name: str) -> dict[str, str]:
+    """A service's environment: ours, on this pool, less the credential variables (but
+    for the frontend, which reads them)."""
+    secrets = set() if name == "frontend" else credential_variables(settings)
+    return {**{k: v for k, v in os.environ.items() if k not in secrets},
+            "BURST_STATE_DIR": str(settings.state_dir), "BURST_NAMESPACE": settings.namespace,
+            "AMQP_URL": settings.amqp_url, "BURST_CONFIG": str(settings.config_path.absolute())}
 
 
 def wait_ready(settings: Settings, procs: dict[str, subprocess.Popen],

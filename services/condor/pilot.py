@@ -1,8 +1,12 @@
 """The pilot context: who a pilot is, where it runs, what it offers, which broker it joins.
 
-    glidein: environment, --context FILE, (later) IMDS user data ──resolve()──▶ PilotContext
-    factory: an entry's configuration ──────────────────────────────────────▶ PilotContext
+    glidein: environment, --context FILE, cloud user data ──resolve()──▶ PilotContext
+    factory: an entry's configuration ──────────────────────────────▶ PilotContext
                                    slot.slot_ad(context, free) ─▶ the slot ad both agree on
+
+    factory (local pilots, in their environment) ─┐
+    metadata service (cloud pilots, in a token   ─┴─ pilot_environment() ─▶ BURST_* variables
+    exchange)
 
 The shape lives here because the factory builds one for an entry's prototype
 slot ad before any pilot exists; reading and validating the sources is the
@@ -11,11 +15,12 @@ glidein's (services/glidein/context.py).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.runtime.config import DEFAULT_AMQP_URL, Settings
+from services.runtime.config import DEFAULT_AMQP_URL, EntryConfig, Settings
 
 DEFAULT_SLOT_USERS = "60001-60064"  # numeric uids: no /etc/passwd entries needed
 
@@ -45,8 +50,8 @@ class PilotContext:
     # separated; "" runs every job as nobody (services/glidein/isolation.py).
     slot_users: str = DEFAULT_SLOT_USERS
     source: str = "env"  # env | file | imds-v2 | imds-v1 | config-drive | context-disk
-    # The pilot's own key (services/runtime/security.py): a file (local pilots), or, until the
-    # metadata broker hands it over in a token exchange, the hex key from the VM's user data.
+    # The pilot's own key (services/runtime/security.py): a file (local pilots), or the hex key
+    # a cloud pilot gets from the metadata service in exchange for its boot token.
     key_file: Path | None = None
     key_hex: str = field(default="", repr=False)
 
@@ -54,3 +59,28 @@ class PilotContext:
         """Bus settings for this pilot (validates the namespace like every service does)."""
         return Settings.from_env({"AMQP_URL": self.amqp_url, "BURST_NAMESPACE": self.namespace,
                                   "BURST_STATE_DIR": str(self.state_dir)})
+
+
+def pilot_environment(entry: EntryConfig, pilot_id: str, *, factory: str, group: str,
+                      idle_lifetime_s: float, settings: Settings, amqp_url: str = ""
+                      ) -> dict[str, str]:
+    """The BURST_* variables a pilot of `entry` starts with (its key comes separately).
+
+    `idle_lifetime_s` is what the group asked for (0: the entry's own idle timeout);
+    `amqp_url` the broker URL pilots are given ([services] pilot_amqp_url; "" = the
+    services' own).
+    """
+    return {
+        "BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry.name, "BURST_SITE": entry.site,
+        "BURST_FACTORY": factory, "BURST_PROVIDER": entry.provider,
+        "BURST_CPUS": str(entry.cpus), "BURST_MEMORY_MB": str(entry.memory_mb),
+        "BURST_DISK_MB": str(entry.disk_mb),
+        "BURST_IDLE_TIMEOUT_S": str(idle_lifetime_s or entry.idle_timeout_s),
+        "BURST_MAX_LIFETIME_S": str(entry.max_lifetime_s), "BURST_GROUP": group,
+        "BURST_INSTANCE_TYPE": entry.instance_type,
+        "AMQP_URL": amqp_url or settings.amqp_url,
+        "BURST_NAMESPACE": settings.namespace,
+        "BURST_STATE_DIR": str(settings.state_dir),
+        "BURST_PILOT_ATTRS": json.dumps(entry.attributes),
+        "BURST_SLOT_USERS": entry.slot_users,
+    }

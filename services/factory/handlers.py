@@ -16,7 +16,6 @@ from the driver, so a restarted factory rebuilds it and launches nothing twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -32,7 +31,8 @@ from schemas.pilot import (
 )
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from schemas.slot import SlotAdvertised
-from services.runtime import security
+from services.condor.pilot import pilot_environment
+from services.runtime import bootstrap, credentials, sealing, security
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import EntryConfig, PoolConfig, Settings
 
@@ -74,6 +74,10 @@ class Factory:
         self.last_launch: dict[str, float] = {}
         self.ended: dict[str, tuple[str, float]] = {}  # pilot id -> (entry, when it ended)
         self.exit_grace_s = EXIT_GRACE_S
+        # Groups seal their credentials to this key (advertised in entry ads); the private
+        # half never leaves <state>/keys/. Opened credentials live in memory only.
+        self.box_key = sealing.load_key_pair(settings.path("keys", f"factory-{name}.x25519"))
+        self.secrets: dict[tuple[str, str], bytes] = {}  # (entry, client) -> credential
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -97,8 +101,9 @@ class Factory:
 
     # --- observed state -----------------------------------------------------------------------
 
-    def adopt_running_pilots(self) -> None:
-        """After a restart: pilots the drivers still run are ours again.
+    def adopt_running_pilots(self, entries: list[str] | None = None) -> None:
+        """After a restart: pilots the drivers still run are ours again (and, later, those
+        of an account a driver sees for the first time when a group's credential arrives).
 
         Their state comes from replaying the event log since the oldest was
         launched; assuming "pending" instead would let a shrinking request
@@ -106,13 +111,16 @@ class Factory:
         """
         adopted = {}
         for entry, driver in self.drivers.items():
+            if (entries is not None and entry not in entries) or getattr(driver, "blind", False):
+                continue
             try:
                 listed = driver.instances(entry)
             except Exception:  # a cloud that does not answer now is asked again each cycle
                 log.exception("event=adopt_failed entry=%s", entry)
                 continue
             for inst in listed:
-                if inst.state == "running" and inst.pilot_id not in self.pilots:
+                if inst.state == "running" and inst.pilot_id not in self.pilots \
+                        and inst.pilot_id not in self.ended:
                     adopted[inst.pilot_id] = PilotRecord(
                         inst.pilot_id, entry, inst.group, "pending", inst.launched_at, time.time())
         if not adopted:
@@ -181,7 +189,38 @@ class Factory:
         if msg.entry not in self.entries:
             log.warning("event=request_for_unknown_entry entry=%s", msg.entry)
             return
-        self.requests[msg.entry][logic.client_name(msg.frontend, msg.group)] = (msg, time.time())
+        client = logic.client_name(msg.frontend, msg.group)
+        self.requests[msg.entry][client] = (msg, time.time())
+        self._open_credential(msg.entry, client, msg.credentials)
+
+    def _open_credential(self, entry_name: str, client: str, boxes: dict[str, bytes]) -> None:
+        """The group's credential for the entry, opened with this factory's key, for its
+        driver; a driver that sees a new account through it adopts that account's VMs."""
+        entry = self.entries[entry_name]
+        box = boxes.get(credentials.box_name(entry.trust_domain, self.name))
+        if box is None:
+            return
+        aad = credentials.box_aad(client, entry_name, entry.trust_domain, self.name)
+        try:
+            secret = sealing.open_box(self.box_key, box, aad)
+        except security.AuthError as exc:
+            log.warning("event=credential_refused entry=%s client=%s reason=%r", entry_name,
+                        client, str(exc))
+            return
+        if self.secrets.get((entry_name, client)) == secret:
+            return
+        self.secrets[(entry_name, client)] = secret
+        arrived = getattr(self.drivers[entry_name], "credential_arrived", None)
+        try:
+            new_account = arrived is not None and arrived(secret)
+        except Exception as exc:  # a malformed credential: its launches will fail and say so
+            log.warning("event=credential_unusable entry=%s client=%s reason=%r", entry_name,
+                        client, str(exc))
+            return
+        log.info("event=credential_received entry=%s client=%s trust_domain=%s", entry_name,
+                 client, entry.trust_domain)
+        if new_account:
+            self.adopt_running_pilots([entry_name])
 
     # --- the reconcile loop -------------------------------------------------------------------
 
@@ -210,6 +249,8 @@ class Factory:
 
     def reconcile_entry(self, entry: str) -> None:
         now = time.time()
+        if getattr(self.drivers[entry], "blind", False):
+            return  # no credential for its VMs yet: it comes with a request (see drivers/)
         listed = self.drivers[entry].instances(entry)
         self._notice_vanished(entry, listed)
         self._end_leftover_vms(entry, listed)
@@ -265,14 +306,21 @@ class Factory:
         entry = self.entries[entry_name]
         pilot_id = f"{entry_name}-{uuid.uuid4().hex[:10]}"
         request, _seen = self.requests[entry_name].get(client, (None, 0.0))
-        spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
-                          context=self.pilot_context(entry, pilot_id, client, request),
-                          factory=self.name, pilot_key=self.pilot_key(pilot_id))
+        idle = request.idle_lifetime_s if request else 0.0
+        driver = self.drivers[entry_name]
         now = time.time()
         self.pilots[pilot_id] = PilotRecord(pilot_id, entry_name, client, "pending", now, now)
         self.last_launch[entry_name] = now
         try:
-            instance = self.drivers[entry_name].launch(spec)
+            boot = self.boot(driver, entry, pilot_id, client, idle)
+            # A cloud pilot gets its context and key from the metadata service, not here.
+            spec = LaunchSpec(pilot_id=pilot_id, entry=entry_name, group=client,
+                              context={} if boot else self.pilot_context(entry, pilot_id,
+                                                                         client, idle),
+                              factory=self.name,
+                              pilot_key=b"" if boot else self.pilot_key(pilot_id),
+                              credential=self.secrets.get((entry_name, client), b""), **boot)
+            instance = driver.launch(spec)
         except Exception as exc:
             self.pilots.pop(pilot_id, None)
             log.warning("event=launch_failed entry=%s pilot=%s error=%r", entry_name, pilot_id,
@@ -290,21 +338,30 @@ class Factory:
         return verifier.key_for(security.pilot(pilot_id)) if verifier is not None else b""
 
     def pilot_context(self, entry: EntryConfig, pilot_id: str, client: str,
-                      request: GlideinRequest | None) -> dict[str, str]:
-        idle = request.idle_lifetime_s if request and request.idle_lifetime_s else \
-            entry.idle_timeout_s
-        return {
-            "BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry.name, "BURST_SITE": entry.site,
-            "BURST_FACTORY": self.name, "BURST_PROVIDER": entry.provider,
-            "BURST_CPUS": str(entry.cpus), "BURST_MEMORY_MB": str(entry.memory_mb),
-            "BURST_DISK_MB": str(entry.disk_mb), "BURST_IDLE_TIMEOUT_S": str(idle),
-            "BURST_MAX_LIFETIME_S": str(entry.max_lifetime_s), "BURST_GROUP": client,
-            "BURST_INSTANCE_TYPE": entry.instance_type, "AMQP_URL": self.settings.amqp_url,
-            "BURST_NAMESPACE": self.settings.namespace,
-            "BURST_STATE_DIR": str(self.settings.state_dir),
-            "BURST_PILOT_ATTRS": json.dumps(entry.attributes),
-            "BURST_SLOT_USERS": entry.slot_users,
-        }
+                      idle_lifetime_s: float) -> dict[str, str]:
+        broker = credentials.setting(self.pool.services.pilot_amqp_url, self.pool.path.parent)
+        return pilot_environment(entry, pilot_id, factory=self.name, group=client,
+                                 idle_lifetime_s=idle_lifetime_s, settings=self.settings,
+                                 amqp_url=broker)
+
+    def boot(self, driver: Driver, entry: EntryConfig, pilot_id: str, client: str,
+             idle_lifetime_s: float) -> dict[str, str]:
+        """For a driver whose pilots boot from user data: a single-use token bound to this
+        pilot, and where to exchange it (runtime/bootstrap.py); nothing for the others."""
+        if not getattr(driver, "boot_token", False):
+            return {}
+        url = bootstrap.metadata_url(self.settings, self.pool.services)
+        if url is None:
+            raise RuntimeError("no metadata service to boot cloud pilots from: start it "
+                               "(burst up does; alone: burst service metadata) or set "
+                               "[services] metadata_url")
+        if self.bus.verifier is None:
+            raise RuntimeError("cloud pilots need boot tokens, made with the pool key")
+        token = bootstrap.issue(
+            self.bus.verifier.pool_key, pool=self.settings.namespace, entry=entry.name,
+            pilot_id=pilot_id, factory=self.name, group=client, idle_lifetime_s=idle_lifetime_s,
+            lifetime_s=self.pool.services.boot_token_lifetime_s)
+        return {"boot_token": token, "metadata_url": url}
 
     def retire(self, pilot_id: str) -> None:
         record = self.pilots.get(pilot_id)
@@ -317,8 +374,11 @@ class Factory:
             self.bus.emit(PilotExited(pilot_id=pilot_id, entry=record.entry,
                                       reason="cancelled before it registered", time=time.time()))
         else:
+            # Sealed to the pilot: it holds no pool key to check a service's signature, so
+            # what opens with its own key is what it knows a service sent.
             self.bus.send(PilotRetire(pilot_id=pilot_id, reason="no longer requested",
-                                      only_if_idle=True), to=pilot_id)
+                                      only_if_idle=True), to=pilot_id,
+                          seal_for=security.pilot(pilot_id))
 
     def kill(self, pilot_id: str, reason: str) -> None:
         record = self.pilots.pop(pilot_id, None)
@@ -351,4 +411,5 @@ class Factory:
                 endpoint=getattr(self.drivers[entry.name], "endpoint_url", entry.endpoint),
                 trust_domain=entry.trust_domain, cpus=entry.cpus, memory_mb=entry.memory_mb,
                 disk_mb=entry.disk_mb, pilots=total, clients=clients,
-                max_pilots=entry.limits.max_pilots, time=now))
+                max_pilots=entry.limits.max_pilots, time=now, credential=entry.credential,
+                sealing_key=sealing.public_hex(self.box_key)))

@@ -14,8 +14,9 @@ reworked for partitionable cloud pilots:
    accept the entry's prototype slot ad, the group's match expression accepts
    the pair, the entry is at one of the autocluster's DESIRED_Sites (if any),
    one job fits in one pilot, and the group holds a credential for the entry's
-   trust domain. Only the job side is evaluated: the pilot's START is not
-   known before it boots.
+   trust domain (a readable one, where the entry needs a secret: an EC2 key
+   pair, a token, a proxy). Only the job side is evaluated: the pilot's START
+   is not known before it boots.
 2. Demand. Idle jobs are split evenly among the entries that can run them
    (GlideinWMS "prop_jobs"), so one queue does not raise pilots everywhere.
    Jobs become pilots by packing: a pilot with C cpus and M MB takes
@@ -85,6 +86,7 @@ class GroupPolicy:
     name: str
     match_expr: str = "true"  # ClassAd: MY is the job, TARGET the entry's glidein
     trust_domains: frozenset[str] = frozenset()  # domains we hold credentials for
+    secretless: frozenset[str] = frozenset()  # ... of which these with the reference "none"
     idle_lifetime_s: float = 0.0
     limits: GroupLimits = field(default_factory=GroupLimits)
 
@@ -111,6 +113,9 @@ class GroupPolicy:
             name=config.name,
             match_expr=getattr(config, "match", "") or "true",
             trust_domains=frozenset(getattr(config, "credentials", None) or ()),
+            secretless=frozenset(domain for domain, ref in
+                                 (getattr(config, "credentials", None) or {}).items()
+                                 if ref == "none"),
             idle_lifetime_s=float(getattr(config, "idle_lifetime_s", 0.0)),
             limits=GroupLimits(**values),
         )
@@ -135,10 +140,16 @@ class EntryInfo:
     trust_domain: str = ""  # "" needs no credential (e.g. local process pilots)
     cpus: int = 1
     memory_mb: int = 1024
+    credential: str = "none"  # the kind of secret the entry needs: none, ec2-keypair, ...
+
+    @property
+    def needs_secret(self) -> bool:
+        return bool(self.trust_domain) and self.credential not in ("", "none")
 
     @classmethod
     def from_advertised(cls, adv: EntryAdvertised) -> EntryInfo:
-        return cls(adv.entry, adv.site, adv.ad, adv.trust_domain, adv.cpus, adv.memory_mb)
+        return cls(adv.entry, adv.site, adv.ad, adv.trust_domain, adv.cpus, adv.memory_mb,
+                   adv.credential or "none")
 
 
 @dataclass(frozen=True)
@@ -364,6 +375,7 @@ def _place(
     entries: Sequence[EntryInfo],
     policy: GroupPolicy,
     matcher: Matcher,
+    unusable: Mapping[str, str],
 ) -> _Placement:
     """Where an autocluster can run; the filters go from the job's own wishes
     to the group's means, and the first that leaves nothing gives the reason."""
@@ -404,17 +416,41 @@ def _place(
             f"{pair.request_memory_mb} MB; the largest matching pilot has "
             f"{biggest.cpus} cpus and {biggest.memory_mb} MB",
         )
-    usable = [
-        (e, n) for e, n in fitting if not e.trust_domain or e.trust_domain in policy.trust_domains
-    ]
+    gaps = {e.name: _credential_gap(e, policy, unusable) for e, _ in fitting}
+    usable = [(e, n) for e, n in fitting if not gaps[e.name]]
     if not usable:
-        domains = ", ".join(sorted({e.trust_domain for e, _ in fitting}))
-        return _Placement(
-            (),
-            f"no credentials for trust domain {domains} of matching entries "
-            f"({_names([e for e, _ in fitting])})",
-        )
+        named = _names([e for e, _ in fitting])
+        if set(gaps.values()) == {_NOT_HELD}:
+            domains = ", ".join(sorted({e.trust_domain for e, _ in fitting}))
+            return _Placement(
+                (), f"no credentials for trust domain {domains} of matching entries ({named})")
+        said = sorted({gap for gap in gaps.values() if gap != _NOT_HELD})
+        return _Placement((), f"{'; '.join(said)} (matching entries: {named})")
     return _Placement(tuple(usable))
+
+
+_NOT_HELD = "not held"
+
+
+def _credential_gap(entry: EntryInfo, policy: GroupPolicy, unusable: Mapping[str, str]) -> str:
+    """Why the group cannot have pilots at the entry for want of a credential; "" if it can.
+
+    GlideinWMS' rule: a group needs a credential for an entry's trust domain; where the
+    entry needs a secret, a reference that reads (`unusable` says which do not, now)."""
+    domain = entry.trust_domain
+    if not domain:
+        return ""
+    if domain not in policy.trust_domains:
+        return _NOT_HELD
+    if not entry.needs_secret:
+        return ""
+    if domain in policy.secretless:
+        return (f"group {policy.name} holds no {entry.credential} credential for trust domain "
+                f"{domain} (its reference is none)")
+    if domain in unusable:
+        return (f"group {policy.name}'s credential for trust domain {domain} cannot be read: "
+                f"{unusable[domain]}")
+    return ""
 
 
 # ----------------------------------------------------------------------- demand
@@ -578,23 +614,26 @@ def plan_group(
     pilots: Mapping[str, PilotCounts],
     previous: Mapping[str, EntryRequest] | None = None,
     matcher: Matcher | None = None,
+    unusable: Mapping[str, str] | None = None,
 ) -> GroupPlan:
     """One frontend cycle for one group.
 
     demand: schedd name -> its latest autoclusters. pilots: entry name -> this
     group's pilots there. previous: last cycle's plan.requests (ramp and
-    removal read them). A request is made for every entry, so an entry that
-    lost its demand gets told to remove its pilots.
+    removal read them). unusable: trust domain -> why the group's credential
+    for it cannot be read now (the handler tried). A request is made for every
+    entry, so an entry that lost its demand gets told to remove its pilots.
     """
     matcher = matcher or Matcher()
     previous = previous or {}
+    unusable = unusable or {}
     placements: dict[tuple[str, str], tuple[AutoCluster, _Placement]] = {}
     for schedd, autoclusters in demand.items():
         for autocluster in autoclusters:
             if autocluster.idle > 0:
                 placements[(schedd, autocluster.id)] = (
                     autocluster,
-                    _place(autocluster, entries, policy, matcher),
+                    _place(autocluster, entries, policy, matcher, unusable),
                 )
     per_entry = _split_demand(list(placements.values()))
     drafts = {

@@ -7,11 +7,20 @@
     5. context disk  BURST_CONTEXT_DISK   context.sh: USER_DATA, VMID (OpenNebula)
 
 The variables only say where to look, as a VM image would (the address
-169.254.169.254, the config drive's or context CD's mount point); the
-context itself is the user data of the first source in 2-5 that has it.
-Layers, later ones winning: environment < file < user data < what the cloud
-says about the instance (provider, instance id and type, spot), so the slot
-ad tells what the cloud told the pilot, not what the factory hoped.
+169.254.169.254, the config drive's or context CD's mount point). The user
+data of the first source in 2-5 that has it holds a boot token and the
+metadata service's URL (services/factory/drivers/userdata.py), which the
+pilot exchanges for its context and key:
+
+    POST <BURST_METADATA_URL>/v1/boot {token, instance id (from the cloud),
+                                      a fresh X25519 public key}
+    ◀── 200 {"sealed"}: the BURST_* context and BURST_PILOT_KEY, sealed to that key
+    ◀── 403 "refused: token already used" (or expired, forged, another instance)
+
+Layers, later ones winning: environment < file < the exchanged context <
+what the cloud says about the instance (provider, instance id and type,
+spot), so the slot ad tells what the cloud told the pilot, not what the
+factory hoped.
 
 The cloud's word on the provider: a context disk is OpenNebula's, a config
 drive OpenStack's; a metadata service whose meta-data/services/partition is
@@ -24,11 +33,15 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
+
+from services.runtime import bootstrap, sealing
+from services.runtime.security import AuthError
 
 from .context import KEYS, ContextError, Raw
 
@@ -38,6 +51,8 @@ LOCATION_VARS = (IMDS_VAR, CONFIG_DRIVE_VAR, CONTEXT_DISK_VAR)
 TOKEN_TTL_S = 21600  # the longest IMDSv2 allows; the pilot asks once, at boot
 HTTP_TIMEOUT_S = 2.0
 VAR_TO_KEY = {var: key for key, (var, _parse) in KEYS.items()}
+BOOT_TOKEN_VAR, METADATA_URL_VAR = "BURST_BOOT_TOKEN", "BURST_METADATA_URL"
+EXCHANGE_PATIENCE_S = 30.0  # a metadata service restarting while the VM boots: keep asking
 
 
 class Unavailable(Exception):
@@ -172,7 +187,8 @@ def cloud_layers(env: Mapping[str, str]) -> list[tuple[str, dict[str, Raw]]]:
         where = f"{answer.source} user data"
         facts = {key: Raw(value, f"{answer.source} meta-data: {key}")
                  for key, value in answer.facts.items() if value}
-        return [(answer.source, context_from_user_data(answer.user_data, where)),
+        given = context_from_user_data(answer.user_data, where)
+        return [(answer.source, exchanged(given, answer.facts.get("instance_id", ""), where)),
                 (answer.source, facts)]
     if tried:
         raise ContextError("no usable context: " + "; ".join(tried))
@@ -180,7 +196,8 @@ def cloud_layers(env: Mapping[str, str]) -> list[tuple[str, dict[str, Raw]]]:
 
 
 def context_from_user_data(data: bytes, where: str) -> dict[str, Raw]:
-    """The context the factory put in user data (services/factory/drivers/userdata.py)."""
+    """The variables in user data (services/factory/drivers/userdata.py): a boot token and
+    the metadata service's URL, or (a VM made by hand) BURST_* context variables."""
     try:
         values = json.loads(data)
     except ValueError:
@@ -189,11 +206,68 @@ def context_from_user_data(data: bytes, where: str) -> dict[str, Raw]:
         raise ContextError(f"{where}: expected a JSON object of BURST_* variables")
     found = {}
     for name, value in values.items():
-        key = VAR_TO_KEY.get(name)
+        key = name if name in (BOOT_TOKEN_VAR, METADATA_URL_VAR) else VAR_TO_KEY.get(name)
         if key is None:
             raise ContextError(f"{where}: {name}: unknown variable")
         found[key] = Raw(value, f"{where}: {name}")
     return found
+
+
+def exchanged(given: dict[str, Raw], instance_id: str, where: str) -> dict[str, Raw]:
+    """The context the metadata service gives for the boot token in `given` (which is
+    returned as it is when it holds no token)."""
+    if BOOT_TOKEN_VAR not in given and METADATA_URL_VAR not in given:
+        return given
+    token, url = given.get(BOOT_TOKEN_VAR), given.get(METADATA_URL_VAR)
+    if token is None or url is None or not isinstance(token.value, str) or \
+            not isinstance(url.value, str):
+        raise ContextError(f"{where}: {BOOT_TOKEN_VAR} and {METADATA_URL_VAR} go together")
+    values = exchange(url.value.rstrip("/"), token.value, instance_id)
+    source = f"metadata service {url.value}"
+    found = {}
+    for name, value in values.items():
+        key = VAR_TO_KEY.get(name)
+        if key is None:
+            raise ContextError(f"{source}: {name}: unknown variable")
+        found[key] = Raw(value, f"{source}: {name}")
+    return found
+
+
+def exchange(url: str, token: str, instance_id: str, patience_s: float = EXCHANGE_PATIENCE_S
+             ) -> dict:
+    """Trade the boot token for the context: once. A refusal is final (the token is spent,
+    expired or not ours); no answer is asked again for `patience_s`."""
+    private = sealing.generate()
+    body = json.dumps({"token": token, "instance_id": instance_id,
+                       "public_key": sealing.public_hex(private)}).encode()
+    request = urllib.request.Request(f"{url}/v1/boot", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S * 5) as answer:
+                sealed = base64.b64decode(json.loads(answer.read())["sealed"])
+            break
+        except urllib.error.HTTPError as exc:
+            reason = exc.read().decode(errors="replace").strip().splitlines()[:1]
+            if exc.code < 500 or time.monotonic() > deadline:
+                raise ContextError(f"metadata service {url}: HTTP {exc.code}: "
+                                   f"{reason[0] if reason else exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise ContextError(f"metadata service {url}: no answer "
+                                   f"({getattr(exc, 'reason', exc)})") from None
+        except (ValueError, KeyError, TypeError):
+            raise ContextError(f"metadata service {url}: not a boot answer") from None
+        time.sleep(1.0)
+    try:
+        values = json.loads(sealing.open_box(private, sealed, bootstrap.digest(token)))
+    except (AuthError, ValueError) as exc:
+        raise ContextError(f"metadata service {url}: the answer does not open ({exc})"
+                           ) from None
+    if not isinstance(values, dict):
+        raise ContextError(f"metadata service {url}: not a boot answer")
+    return values
 
 
 # --- reading ---------------------------------------------------------------------------------

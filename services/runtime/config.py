@@ -22,6 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from .credentials import KINDS as CREDENTIAL_KINDS
+from .credentials import is_reference
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "deploy" / "burst.toml"
@@ -97,6 +100,7 @@ class EntryConfig:
     security_groups: list[str] = field(default_factory=list)
     subnet_id: str = ""
     trust_domain: str = "local"
+    credential: str = "none"  # the kind a group must hold for trust_domain (credentials.py)
     cpus: Size = 1
     memory_mb: Size = 1024
     disk_mb: Size = 4096
@@ -125,7 +129,8 @@ class GroupLimits:
 class GroupConfig:
     name: str
     match: str = "true"
-    credentials: dict[str, str] = field(default_factory=dict)  # trust domain -> secret ref
+    # trust domain -> a reference to the secret (env:NAME, file:PATH, none), never the secret
+    credentials: dict[str, str] = field(default_factory=dict)
     idle_lifetime_s: Seconds = 0.0
     limits: GroupLimits = field(default_factory=GroupLimits)
 
@@ -146,6 +151,13 @@ class ServiceTimers:
     cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle
     web_host: str = "127.0.0.1"  # the dashboard's address; 0.0.0.0 to serve other hosts
     web_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8470  # 0: any free port
+    metadata_host: str = "127.0.0.1"  # the metadata service (boot token exchange) listens here
+    metadata_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8471  # 0: any free port
+    metadata_url: str = ""  # what VMs are told to reach it at; "" = where it listens
+    boot_token_lifetime_s: Seconds = 600.0  # a boot token not exchanged by then is refused
+    # The broker URL pilots are given ("" = the services' AMQP_URL); as it may hold a
+    # password, it may be a reference: env:NAME or file:PATH (credentials.setting).
+    pilot_amqp_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,8 @@ def load_pool_config(path: Path | str) -> PoolConfig:
         raise ConfigError(_explain(exc, raw, where)) from None
     for i, entry in enumerate(pool.entry):
         _check_entry(entry, f"{where}: entry[{i}]")
+    for i, group in enumerate(pool.group):
+        _check_group(group, f"{where}: group[{i}]")
     _unique([e.name for e in pool.entry], f"{where}: entry names")
     _unique([g.name for g in pool.group], f"{where}: group names")
     if not pool.entry:
@@ -251,6 +265,18 @@ def _check_entry(entry: EntryConfig, where: str) -> None:
         raise ConfigError(
             f"{where}.provider: {entry.provider!r} is not one of {', '.join(PROVIDERS)}"
         )
+    if entry.credential not in CREDENTIAL_KINDS:
+        raise ConfigError(f"{where}.credential: {entry.credential!r} is not one of "
+                          f"{', '.join(CREDENTIAL_KINDS)}")
+
+
+def _check_group(group: GroupConfig, where: str) -> None:
+    for domain, reference in group.credentials.items():
+        if not is_reference(reference):
+            # Never echo the value: it may be the very secret that does not belong here.
+            raise ConfigError(f"{where}.credentials.{domain}: not a credential reference; "
+                              "write env:VARIABLE, file:/path/to/secret or none, never the "
+                              "secret itself")
 
 
 def _unique(names: list[str], where: str) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from services.runtime import service
+from services.runtime import httpserve, service
 from services.runtime.config import Settings
 from services.views.since import parse_since
 
@@ -32,12 +32,7 @@ def command(host: str | None, port: int | None, since: str) -> int:
         start = parse_since(since)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    try:
-        server = DashboardServer((host, port), Handler)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {exc.strerror}; set [services] web_port in "
-            "BURST_CONFIG (0 takes any free port)") from None
+    server = httpserve.listen(DashboardServer, Handler, host, port, "web_port")
     return service.run("web", lambda s, bus: Dashboard(s, bus, server, start),
                        settings=settings)
 

@@ -16,11 +16,11 @@ import logging
 import os
 import queue
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from services.runtime.bus import Bus, Subscription
 from services.runtime.config import Settings
+from services.runtime.httpserve import ServiceServer
 from services.views import Timeline
 from services.views.stream import CAUGHT_UP, replay_then_follow
 
@@ -66,19 +66,12 @@ class Hub:
                 self.close(stream)
 
 
-class DashboardServer(ThreadingHTTPServer):
-    daemon_threads = True  # open SSE streams must not hold the process at exit
-    allow_reuse_address = True
+class DashboardServer(ServiceServer):
     dashboard: Dashboard
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        if host in ("0.0.0.0", "::", ""):
-            import socket
-
-            host = socket.gethostname()
-        return f"http://{host}:{port}/"
+        return super().url + "/"
 
 
 class Dashboard:

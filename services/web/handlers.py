@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from services.runtime import httpserve
 from services.views import EventFilter
 from services.views.since import parse_since
 
@@ -82,12 +83,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- answers ------------------------------------------------------------------------------
 
     def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+        httpserve.send(self, status, content_type, body)
 
     def _json(self, data: Any, status: int = HTTPStatus.OK) -> None:
         self._send(status, "application/json", json.dumps(data).encode())

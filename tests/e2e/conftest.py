@@ -29,6 +29,7 @@ negotiator_interval_s = 2.0
 frontend_interval_s = 1.0
 factory_interval_s = 0.5
 web_port = 0  # several pools on one machine: each dashboard on a free port
+metadata_port = 0  # ... and each metadata service
 
 [[entry]]
 name = "e2e-a"
@@ -127,8 +128,10 @@ class Pool:
 
 
 @contextlib.contextmanager
-def running_pool(config: str | None = None, queues: tuple[str, ...] = ()) -> Iterator[Pool]:
-    """`burst up -d` in a root of its own, `burst down` and its queues removed after."""
+def running_pool(config: str | None = None, queues: tuple[str, ...] = (),
+                 files: dict[str, str] | None = None) -> Iterator[Pool]:
+    """`burst up -d` in a root of its own (with `files` written there first), `burst down`
+    and its queues removed after."""
     # Not under pytest's tmp_path (/tmp/pytest-of-<user> is 0700): run by root, pilots run
     # jobs as slot users, who must be able to reach their scratch directories in the state dir.
     root = Path(tempfile.mkdtemp(prefix="burst-e2e-"))
@@ -136,6 +139,8 @@ def running_pool(config: str | None = None, queues: tuple[str, ...] = ()) -> Ite
     p = Pool(root)
     if config is not None:
         (root / "burst.toml").write_text(config)
+    for name, text in (files or {}).items():
+        (root / name).write_text(text)
     if not broker_answers(p.settings):
         pytest.fail(f"no RabbitMQ broker answers at {p.settings.safe_url}", pytrace=False)
     p.ok("up", "-d")
@@ -158,6 +163,6 @@ def pool():
 def _delete_namespace(p: Pool, extra: tuple[str, ...] = ()) -> None:
     from services.runtime.rabbit import delete_namespace
 
-    queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory",
+    queues = ["schedd.schedd", "negotiator", "frontend.frontend", "factory.factory", "metadata",
               "factory.entry.e2e-a", "factory.entry.e2e-b", *extra]
     delete_namespace(p.settings, queues)

@@ -29,7 +29,8 @@ def test_status_reports_entries_pilots_jobs_and_services(pool):
     assert status["jobs"]["completed"] >= 2
     assert set(status["slots"]) == {"claimed", "unclaimed"}
     assert sum(status["vms"]["local"].values()) == launched
-    assert set(status["services"]) == {"schedd", "negotiator", "frontend", "factory", "web"}
+    assert set(status["services"]) == {"schedd", "negotiator", "frontend", "metadata", "factory",
+                                      "web"}
     assert status["services"]["web"]["url"].startswith("http://127.0.0.1:")
     assert all(s["alive"] and s["pid"] for s in status["services"].values())
 

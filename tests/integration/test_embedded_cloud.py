@@ -30,9 +30,11 @@ from services.factory.drivers import LaunchSpec
 from services.factory.drivers.cloudcalls import CloudError, RetryPolicy
 from services.factory.drivers.ec2 import EC2Driver
 from services.factory.handlers import Factory
-from services.runtime import security
+from services.metadata.handlers import MetadataBroker
+from services.metadata.server import BootHandler, MetadataServer
+from services.runtime import bootstrap, security
 from services.runtime.bus import Subscription, connect
-from services.runtime.config import Settings, load_pool_config
+from services.runtime.config import ServiceTimers, Settings, load_pool_config
 from services.runtime.rabbit import broker_answers, delete_namespace
 from services.runtime.service import pid_file, service_trust
 from tests.helpers import Inbox, processes_where, wait_until
@@ -99,6 +101,14 @@ class Cloud:
         self.bus.subscribe(Subscription("schedd.test", target="test", commands={
             "job.report": lambda m, c: self.reports.add(m)}))
         self.bus.start()
+        # The metadata service, in this process: VMs trade their boot tokens with it.
+        self.metadata_bus = connect(self.settings, "metadata",
+                                    **service_trust(self.settings, "metadata"))
+        self.metadata = MetadataBroker(self.settings, self.pool, self.metadata_bus,
+                                       MetadataServer(("127.0.0.1", 0), BootHandler))
+        for sub in self.metadata.subscriptions():
+            self.metadata_bus.subscribe(sub)
+        self.metadata_bus.start()
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
@@ -123,9 +133,11 @@ class Cloud:
 
     def stop(self) -> None:
         self.bus.stop()
+        self.metadata.stopping()
+        self.metadata_bus.stop()
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(timeout=30) == 0, self.log.read_text()[-3000:]
-        delete_namespace(self.settings, ["watch", "schedd.test", "factory.factory",
+        delete_namespace(self.settings, ["watch", "schedd.test", "factory.factory", "metadata",
                                          *(f"factory.entry.{e.name}" for e in self.pool.entries),
                                          *(f"glidein.{p}" for p in pilots_seen(self.events))])
 
@@ -154,17 +166,11 @@ def glideins_of(cloud: Cloud) -> list[psutil.Process]:
 
 
 def spec(cloud: Cloud, pilot_id: str, entry: str) -> LaunchSpec:
-    """What the factory would launch: the pilot's context, and its own key."""
-    key = cloud.trust["verifier"].key_for(security.pilot(pilot_id))
-    return LaunchSpec(pilot_id, entry, "fe.main", context(cloud, pilot_id, entry), pilot_key=key)
-
-
-def context(cloud: Cloud, pilot_id: str, entry: str) -> dict[str, str]:
-    e = cloud.pool.entry(entry)
-    return {"BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry, "BURST_SITE": e.site,
-            "BURST_PROVIDER": e.provider, "BURST_IDLE_TIMEOUT_S": str(e.idle_timeout_s),
-            "AMQP_URL": cloud.settings.amqp_url, "BURST_NAMESPACE": cloud.settings.namespace,
-            "BURST_STATE_DIR": str(cloud.settings.state_dir)}
+    """What the factory would launch: a boot token for the pilot, and where to trade it."""
+    token = bootstrap.issue(cloud.trust["verifier"].pool_key, pool=cloud.settings.namespace,
+                            entry=entry, pilot_id=pilot_id, factory="factory", group="fe.main")
+    return LaunchSpec(pilot_id, entry, "fe.main", boot_token=token,
+                      metadata_url=bootstrap.metadata_url(cloud.settings, ServiceTimers()))
 
 
 def request(entry: str, target: int) -> GlideinRequest:

@@ -110,3 +110,22 @@ def test_a_file_that_is_no_toml_or_is_missing(tmp_path):
     assert error(tmp_path, "entry = [").startswith(f"{tmp_path}/burst.toml: not valid TOML:")
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_pool_config(tmp_path / "absent.toml")
+
+
+def test_a_group_credential_must_be_a_reference_and_the_value_is_never_echoed(tmp_path):
+    good = load(tmp_path, ENTRY + '[[group]]\nname = "g"\ncredentials = { aws = "env:AWS_CREDS",'
+                ' os = "file:creds/os.keys", local = "none" }\n')
+    assert good.groups[0].credentials["os"] == "file:creds/os.keys"
+    for secret in ("AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI", "env:", "env:1BAD", "file:", "x"):
+        said = error(tmp_path, ENTRY + f'[[group]]\nname = "g"\ncredentials = {{ aws = '
+                               f'"{secret}" }}\n')
+        assert said == (f"{tmp_path}/burst.toml: group[0].credentials.aws: not a credential "
+                        "reference; write env:VARIABLE, file:/path/to/secret or none, never "
+                        "the secret itself")
+
+
+def test_an_entry_credential_kind_is_one_of_the_known(tmp_path):
+    assert load(tmp_path, ENTRY + 'credential = "ec2-keypair"\n').entries[0].credential == \
+        "ec2-keypair"
+    assert error(tmp_path, ENTRY + 'credential = "password"\n').endswith(
+        "entry[0].credential: 'password' is not one of none, ec2-keypair, token, proxy")

@@ -111,3 +111,15 @@ def test_pinned_dependencies():
     deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values()
                                       for d in extra]
     assert all("==" in dep for dep in deps), [d for d in deps if "==" not in d]
+
+
+def test_the_readmes_real_cloud_example_loads(tmp_path):
+    """What README.md tells a user to write for AWS, OpenStack and OpenNebula is valid."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## On real clouds", 1)[1]
+    example = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "burst.toml").write_text(example)
+    pool = load_pool_config(tmp_path / "burst.toml")
+    assert {e.provider for e in pool.entries} == {"aws", "openstack", "opennebula"}
+    assert {e.credential for e in pool.entries} == {"ec2-keypair"}
+    assert set(pool.groups[0].credentials) == {e.trust_domain for e in pool.entries}

@@ -19,6 +19,7 @@ from services.factory.drivers import LaunchSpec, make_driver
 from services.factory.drivers.cloudcalls import CloudError, RetryPolicy, TokenBucket
 from services.factory.drivers.ec2 import EC2Driver, client_token
 from services.glidein.cloudcontext import context_from_user_data
+from services.runtime import bootstrap
 from services.runtime.config import EntryConfig, Settings
 
 FAST = RetryPolicy(attempts=4, base_s=0.001, cap_s=0.01)
@@ -52,10 +53,18 @@ def driver(ec2, pool, config=None, **kw) -> EC2Driver:
     return made
 
 
-def spec(pilot_id="p1", entry_name="cloud1") -> LaunchSpec:
+POOL_KEY = bytes(range(32))
+METADATA_URL = "http://metadata.example:8471"
+
+
+def spec(pilot_id="p1", entry_name="cloud1", credential=b"") -> LaunchSpec:
     context = {"BURST_PILOT_ID": pilot_id, "BURST_ENTRY": entry_name, "BURST_CPUS": "2",
                "BURST_PROVIDER": "aws", "AMQP_URL": "amqp://guest:guest@broker:5672/%2F"}
-    return LaunchSpec(pilot_id, entry_name, "fe.main", context, factory="factory-a")
+    token = bootstrap.issue(POOL_KEY, pool="t", entry=entry_name, pilot_id=pilot_id,
+                            factory="factory-a", group="fe.main")
+    return LaunchSpec(pilot_id, entry_name, "fe.main", context, factory="factory-a",
+                      pilot_key=b"k" * 32, boot_token=token, metadata_url=METADATA_URL,
+                      credential=credential)
 
 
 def vms_of(ec2, pool, pilot_id=None) -> list[dict]:
@@ -134,17 +143,47 @@ def test_opennebula_is_not_sent_a_shutdown_flag_it_does_not_know(ec2, pool):
         "InstanceInitiatedShutdownBehavior"] == "terminate"  # accepted there, then ignored
 
 
-def test_user_data_read_back_is_the_pilots_context_and_the_glidein_reads_it(ec2, pool):
+def test_user_data_holds_only_a_boot_token_and_where_to_exchange_it(ec2, pool):
     d = driver(ec2, pool)
-    instance = d.launch(spec())
+    launched = spec(credential=b"AKIAPLANTED:planted-secret")
+    instance = d.launch(launched)
     answer = ec2.describe_instance_attribute(InstanceId=instance.instance_id,
                                              Attribute="userData")
     user_data = base64.b64decode(answer["UserData"]["Value"])
-    assert json.loads(user_data) == spec().context
+    assert json.loads(user_data) == {"BURST_BOOT_TOKEN": launched.boot_token,
+                                     "BURST_METADATA_URL": METADATA_URL}
+    for secret in (b"amqp", b"guest", b"planted", launched.pilot_key.hex().encode()):
+        assert secret not in user_data
     parsed = context_from_user_data(user_data, "user data")
     assert {k: raw.value for k, raw in parsed.items()} == {
-        "pilot_id": "p1", "entry": "cloud1", "cpus": "2", "provider": "aws",
-        "amqp_url": "amqp://guest:guest@broker:5672/%2F"}
+        "BURST_BOOT_TOKEN": launched.boot_token, "BURST_METADATA_URL": METADATA_URL}
+    with pytest.raises(ValueError, match="needs a boot token"):
+        d.run_params(LaunchSpec("p2", "cloud1", "fe.main"))
+
+
+def test_each_account_launches_lists_and_terminates_with_its_own_keys(ec2, pool):
+    d = EC2Driver(entry(credential="ec2-keypair"), pool, retry=FAST)  # a client per account
+    with pytest.raises(CloudError, match="needs a ec2-keypair credential"):
+        d.launch(spec())
+    assert d.blind and d.instances("cloud1") == []  # no account yet: nothing to look with
+    assert not driver(ec2, pool).blind  # credential = "none": boto3's own chain
+    with pytest.raises(CloudError, match="ACCESS_KEY_ID:SECRET_ACCESS_KEY"):
+        d.launch(spec(credential=b"no-colon-here"))
+    assert d.credential_arrived(b"AKIAONE:secret-one")
+    assert not d.credential_arrived(b"AKIAONE:secret-one") and not d.blind
+    assert d.credential_arrived(b'{"access_key_id": "AKIATWO", "secret_access_key": "s2"}')
+    signed = []
+    for account in ("AKIAONE", "AKIATWO"):
+        d.calls(account).client.meta.events.register(
+            "before-send.ec2", lambda request, **_: signed.append(
+                request.headers["Authorization"].decode().split("Credential=")[1][:7]))
+    d.launch(spec("p1", credential=b"AKIAONE:secret-one"))
+    d.launch(spec("p2", credential=b"AKIATWO:s2"))
+    assert {i.pilot_id for i in d.instances("cloud1")} == {"p1", "p2"}
+    d.terminate("p2")
+    d.flush()
+    assert signed[-1] == "AKIATWO" and {"AKIAONE", "AKIATWO"} <= set(signed)
+    assert [vm["State"]["Name"] for vm in vms_of(ec2, pool, "p2")] == ["terminated"]
 
 
 def test_instances_pages_through_one_entry_and_never_lists_another(ec2, pool):

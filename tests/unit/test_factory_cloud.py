@@ -17,7 +17,14 @@ from services.factory.drivers.cloudcalls import RetryPolicy
 from services.factory.drivers.ec2 import EC2Driver
 from services.factory.handlers import Factory
 from services.runtime.bus import Subscription, connect
-from services.runtime.config import EntryConfig, EntryLimits, GroupConfig, PoolConfig
+from services.runtime.config import (
+    EntryConfig,
+    EntryLimits,
+    GroupConfig,
+    PoolConfig,
+    ServiceTimers,
+)
+from services.runtime.service import service_trust
 from tests.helpers import Inbox
 
 ENTRY = EntryConfig(name="os1", site="OpenStackSite", driver="ec2", provider="openstack",
@@ -31,8 +38,9 @@ def cloud(settings, tmp_path):
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="us-east-1")
         pool = PoolConfig(path=tmp_path / "x.toml", entries=(ENTRY,),
-                          groups=(GroupConfig("main"),))
-        bus = connect(settings, "factory", memory=True)
+                          groups=(GroupConfig("main"),),
+                          services=ServiceTimers(metadata_url="http://metadata.example:8471"))
+        bus = connect(settings, "factory", memory=True, **service_trust(settings, "factory"))
         driver = EC2Driver(ENTRY, settings, emit=bus.emit, client=ec2,
                            retry=RetryPolicy(attempts=2, base_s=0.001, cap_s=0.01))
         factory = Factory("f1", settings, pool, bus, drivers={"os1": driver})

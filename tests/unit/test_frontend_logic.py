@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -223,6 +224,35 @@ def test_unmatched_reason_for_missing_credentials():
         [autocluster(idle=3)], [entry("osg", trust_domain="grid")], policy=policy
     ).unmatched["schedd1"]["1"]
     assert reason == "no credentials for trust domain grid of matching entries (osg)"
+
+
+def secret_entry(name, domain="aws"):
+    return dataclasses.replace(entry(name, trust_domain=domain), credential="ec2-keypair")
+
+
+def test_an_entry_needing_a_secret_is_used_only_while_the_groups_reference_reads():
+    policy = GroupPolicy("main", trust_domains=frozenset({"aws", "local"}),
+                         secretless=frozenset({"local"}), limits=NO_RAMP)
+    entries = [secret_entry("aws-east"), entry("laptop", trust_domain="local")]
+    both = plan([autocluster(idle=8)], entries, policy=policy)
+    assert [both.requests[n].idle_target for n in ("aws-east", "laptop")] == [1, 1]
+    unreadable = plan_group(policy, {"schedd1": [autocluster(idle=8)]}, entries, {},
+                            unusable={"aws": "env:AWS_CREDS: AWS_CREDS is not set"})
+    assert [unreadable.requests[n].idle_target for n in ("aws-east", "laptop")] == [0, 2]
+    only_aws = plan_group(policy, {"schedd1": [autocluster(idle=8)]}, entries[:1], {},
+                          unusable={"aws": "env:AWS_CREDS: AWS_CREDS is not set"})
+    assert only_aws.unmatched["schedd1"]["1"] == (
+        "group main's credential for trust domain aws cannot be read: env:AWS_CREDS: "
+        "AWS_CREDS is not set (matching entries: aws-east)")
+
+
+def test_a_none_reference_is_no_credential_for_an_entry_that_needs_one():
+    policy = GroupPolicy("main", trust_domains=frozenset({"aws"}),
+                         secretless=frozenset({"aws"}), limits=NO_RAMP)
+    result = plan([autocluster(idle=3)], [secret_entry("aws-east")], policy=policy)
+    assert result.unmatched["schedd1"]["1"] == (
+        "group main holds no ec2-keypair credential for trust domain aws (its reference is "
+        "none) (matching entries: aws-east)")
 
 
 def test_unmatched_reason_for_group_expression():
@@ -450,9 +480,10 @@ def test_policy_from_runtime_config():
         idle_lifetime_s: float = 60.0
         limits: Limits = Limits()
 
-    policy = GroupPolicy.from_config(Config(credentials={"aws": "ref"}))
+    policy = GroupPolicy.from_config(Config(credentials={"aws": "env:X", "local": "none"}))
     assert policy.match_expr == "TARGET.Cpus > 1"
-    assert policy.trust_domains == frozenset({"aws"})
+    assert policy.trust_domains == frozenset({"aws", "local"})
+    assert policy.secretless == frozenset({"local"})
     assert (policy.limits.max_idle, policy.limits.curb_idle, policy.limits.ramp_step) == (7, 3, 4)
     assert policy.limits.max_held == GroupLimits().max_held
 

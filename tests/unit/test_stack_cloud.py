@@ -22,3 +22,18 @@ def test_the_cloud_is_part_of_the_stack_only_when_configured(tmp_path):
     stack.pid_path(settings, stack.CLOUD).write_text("999999999\n")
     states = {s.name: s for s in stack.service_states(settings)}
     assert stack.CLOUD in states and not states[stack.CLOUD].alive
+
+
+def test_only_the_frontend_is_given_the_credential_variables(tmp_path, monkeypatch):
+    config = tmp_path / "burst.toml"
+    config.write_text(LOCAL + '[[group]]\nname = "g"\ncredentials = { aws = "env:AWS_X", '
+                              'os = "file:os.keys", local = "none" }\n')
+    settings = fresh_settings(tmp_path, BURST_CONFIG=str(config))
+    monkeypatch.setenv("AWS_X", "AKIA:secret")
+    monkeypatch.setenv("HOME_LIKE", "kept")
+    assert stack.credential_variables(settings) == {"AWS_X"}
+    assert stack.environment(settings, "frontend")["AWS_X"] == "AKIA:secret"
+    for name in ("factory", "cloud", "schedd", "metadata"):
+        env = stack.environment(settings, name)
+        assert "AWS_X" not in env and env["HOME_LIKE"] == "kept"
+        assert env["BURST_NAMESPACE"] == settings.namespace

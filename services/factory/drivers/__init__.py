@@ -7,6 +7,13 @@
 
 `launch` must be idempotent per pilot id: a factory that crashed after asking
 for a pilot and restarted asks again, and must not get a second one.
+A driver whose pilots boot from user data sets `boot_token = True`: the
+factory then gives each launch a boot token and the metadata service's URL
+instead of relying on the context (which such pilots never see). A driver
+that acts with a group's credential may have `credential_arrived(secret)`,
+returning True when it can now see VMs it could not before, and `blind`,
+true while it has no credential to look with (the factory then neither
+adopts nor reconciles that entry: nothing listed would not mean nothing there).
 `instances` reports each pilot's resource as running (pending counts), stopped
 (shut down but still holding a VM: the factory terminates it) or gone.
 """
@@ -26,6 +33,11 @@ class LaunchSpec:
     factory: str = ""  # the factory that launches it (cloud drivers tag VMs with it)
     # The pilot's own key (security.py), for this pilot alone: never logged, never in an event.
     pilot_key: bytes = field(default=b"", repr=False)
+    # Cloud pilots: a single-use boot token (runtime/bootstrap.py) and where to exchange it.
+    boot_token: str = field(default="", repr=False)
+    metadata_url: str = ""
+    # The group's credential for the entry's trust domain, opened from its request.
+    credential: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

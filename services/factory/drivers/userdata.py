@@ -4,11 +4,11 @@
                                                     IMDS / config drive / context disk
                                                     ──▶ services/glidein/cloudcontext.py
 
-For now it is the pilot's context as a JSON object, with the same names the
-local driver sets as environment variables (BURST_PILOT_ID, AMQP_URL, ...).
-The metadata broker (issue 8, item 4) replaces the content with a single-use
-bootstrap token and the broker's address: change this function and the
-glidein's `context_from_user_data`, nothing else.
+Only a single-use boot token (services/runtime/bootstrap.py) and the URL of the
+metadata service that takes it, as a JSON object. No context, no broker URL, no
+key, no credential: whoever reads the user data of a VM (DescribeInstanceAttribute,
+the console, the VM's own users) holds a token that was spent when the VM booted,
+and that expires minutes after launch if it never was.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ MAX_USER_DATA = 16 * 1024  # EC2's limit, before base64
 
 
 def user_data_for(spec: LaunchSpec) -> str:
-    context = dict(spec.context)
-    if spec.pilot_key:
-        # Stopgap until the metadata broker's token exchange: the pilot's own key (never the
-        # pool's) rides in user data, readable by whoever can read this VM's user data.
-        context["BURST_PILOT_KEY"] = spec.pilot_key.hex()
-    text = json.dumps(context, sort_keys=True)
+    if not spec.boot_token or not spec.metadata_url:
+        raise ValueError(f"pilot {spec.pilot_id}: a cloud pilot needs a boot token and the "
+                         "metadata service's URL (start `burst service metadata`, or set "
+                         "[services] metadata_url)")
+    text = json.dumps({"BURST_BOOT_TOKEN": spec.boot_token,
+                       "BURST_METADATA_URL": spec.metadata_url}, sort_keys=True)
     if len(text.encode()) > MAX_USER_DATA:
         raise ValueError(f"pilot {spec.pilot_id}: user data of {len(text)} bytes is over "
                          f"EC2's {MAX_USER_DATA}")

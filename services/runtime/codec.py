@@ -12,13 +12,10 @@ dead-letters.
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-import msgpack
 
 import schemas
 from schemas import SchemaError
@@ -108,7 +105,7 @@ def encode(
     return Envelope(
         type=msg.NAME,
         version=version,
-        body=_packer().pack(schemas.to_plain(msg)),
+        body=schemas.encode(msg),
         message_id=message_id or new_message_id(),
         correlation_id=correlation_id,
         timestamp=int(time.time()),
@@ -116,18 +113,6 @@ def encode(
         routing_key=schemas.routing_key(msg),
         reply_to=reply_to,
     )
-
-
-_per_thread = threading.local()
-
-
-def _packer() -> msgpack.Packer:
-    # packb() builds a Packer per call; a Packer is not thread-safe: one per thread.
-    try:
-        return _per_thread.packer
-    except AttributeError:
-        _per_thread.packer = msgpack.Packer(use_bin_type=True)
-        return _per_thread.packer
 
 
 def decode(env: Envelope) -> Any:
@@ -139,15 +124,9 @@ def decode(env: Envelope) -> Any:
     if type(version) is not int:
         version = _version_number(env.type, version)
     try:
-        fields = msgpack.unpackb(env.body, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise Undecodable(f"{env.type} v{version}: body is not msgpack ({exc})") from None
-    try:
-        return schemas.from_plain(env.type, version, fields)
-    except (SchemaError, TypeError) as exc:
+        return schemas.decode(env.type, version, env.body)
+    except SchemaError as exc:
         raise Undecodable(str(exc)) from None
-
-
 def _version_number(schema: str, version: Any) -> int:
     if isinstance(version, bytes):
         version = version.decode(errors="replace")

@@ -32,10 +32,8 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
-from pika.frame import Body, Header, Method
-from pika.spec import Basic
 
-from . import codec, metrics, tracing, wire
+from . import codec, metrics, tracing
 from .bus import (
     BrokerUnavailable,
     Bus,
@@ -55,7 +53,6 @@ ACCESS_REFUSED = 403
 DEADLINE_HEADER = "x-burst-deadline"  # epoch milliseconds; AMQP tables have no floats
 EVENT_LOG_MAX_AGE = "7D"
 EVENT_LOG_MAX_BYTES = 2 * 1024**3
-COALESCE_BYTES = 256 * 1024  # at most this much joined into one send()
 PERSISTENT = pika.DeliveryMode.Persistent.value
 
 
@@ -78,75 +75,6 @@ def blocking_connection(settings: Settings) -> pika.BlockingConnection:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-class _Connection(pika.SelectConnection):
-    """pika's SelectConnection, with less work per frame in and out (see wire.py).
-
-    Out: pika's transport sends each frame with a send() of its own, three system calls per
-    message published (method, header, body), each running the broker's side of the TCP
-    path too, and as many small reads for the broker. Here what is buffered when the socket
-    turns writable (everything published in one loop turn) is joined first, up to
-    COALESCE_BYTES a send(): the same bytes on the wire, in fewer segments.
-    In: frames are decoded where they lie in the read buffer, those of deliveries by
-    wire.decode_frame, and the three frames of a delivery go straight to their channel.
-
-    These are pika internals (pika is pinned): tests/unit/test_wire.py checks the decoding
-    against pika's, and every bus test runs through the rest. The raw pika baseline of
-    `burst bench bus` uses none of it.
-    """
-
-    def _on_data_available(self, data_in: bytes) -> None:
-        # pika decodes a frame at the head of its buffer, then copies the rest of the buffer
-        # down, once per frame; here frames are decoded where they lie and the buffer is cut
-        # once. A connection reset while a frame is processed replaces the buffer: stop there.
-        buffer = self._frame_buffer + data_in if self._frame_buffer else data_in
-        self._frame_buffer = buffer
-        offset = 0
-        while offset < len(buffer):
-            consumed, frame_value = wire.decode_frame(buffer, offset)
-            if not frame_value:
-                break
-            offset += consumed
-            self.bytes_received += consumed
-            self._process_frame(frame_value)
-            if self._frame_buffer is not buffer:
-                return
-        self._frame_buffer = buffer[offset:]
-
-    def _process_frame(self, frame_value: Any) -> None:
-        # The three frames of a delivery go straight to their channel: pika would look each up
-        # among the callbacks of synchronous replies, where none of them can be.
-        kind = type(frame_value)
-        if kind is Body or kind is Header or (kind is Method
-                                              and type(frame_value.method) is Basic.Deliver):
-            self.frames_received += 1
-            self._deliver_frame_to_channel(frame_value)
-        else:
-            super()._process_frame(frame_value)
-
-    def _proto_connection_made(self, transport: Any) -> None:
-        super()._proto_connection_made(transport)
-        buffers = getattr(transport, "_tx_buffers", None)
-        produce = getattr(transport, "_produce", None)
-        if isinstance(buffers, deque) and produce is not None:
-            transport._produce = partial(_produce_joined, buffers, produce)
-
-
-def _produce_joined(buffers: deque[bytes], produce: Callable[[], None]) -> None:
-    if len(buffers) > 1:
-        joined, chunks, size = [], [], 0
-        for chunk in buffers:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= COALESCE_BYTES:
-                joined.append(b"".join(chunks))
-                chunks, size = [], 0
-        if chunks:
-            joined.append(b"".join(chunks))
-        buffers.clear()
-        buffers.extend(joined)
-    produce()
 
 
 class RabbitBus(Bus):
@@ -213,7 +141,7 @@ class RabbitBus(Bus):
         self._ioloop.start()
 
     def _connect(self) -> None:
-        self._conn = _Connection(
+        self._conn = pika.SelectConnection(
             self._params,
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel_open),
             on_open_error_callback=self._on_open_error,
@@ -340,7 +268,7 @@ class RabbitBus(Bus):
                        headers: dict | None = None, expiration: str | None = None) -> int:
         if self._ch is None or not self._ch.is_open:
             raise BrokerUnavailable(self.settings.safe_url, "not connected")
-        props = wire.Properties(
+        props = pika.BasicProperties(
             content_type=env.content_type, type=env.type, message_id=env.message_id,
             correlation_id=env.correlation_id, timestamp=env.timestamp,
             headers=headers if headers is not None else env.headers,

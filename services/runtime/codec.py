@@ -14,8 +14,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 import schemas
 from schemas import SchemaError
@@ -28,36 +29,23 @@ class Undecodable(Exception):
     """A body that cannot become a message: wrong type, version or bytes."""
 
 
-@dataclass(frozen=True, init=False)
-class Envelope:
+class Envelope(msgspec.Struct, frozen=True):
+    """A message as it travels: the body and the AMQP properties the bus reads and writes.
+
+    A msgspec Struct, not a dataclass: two are made per message (published, handled), and a
+    Struct is built in C, several times faster than a frozen dataclass's __init__.
+    """
+
     type: str
     version: int
     body: bytes
     message_id: str
     correlation_id: str | None = None
     timestamp: int = 0
-    headers: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = msgspec.field(default_factory=dict)
     content_type: str = CONTENT_TYPE
     routing_key: str = ""
     reply_to: str | None = None
-
-    def __init__(self, type: str, version: int, body: bytes, message_id: str,
-                 correlation_id: str | None = None, timestamp: int = 0,
-                 headers: dict[str, Any] | None = None, content_type: str = CONTENT_TYPE,
-                 routing_key: str = "", reply_to: str | None = None):
-        # Two per message (published, handled): the generated __init__ of a frozen dataclass
-        # calls object.__setattr__ per field, twice the cost of filling __dict__.
-        fields = self.__dict__
-        fields["type"] = type
-        fields["version"] = version
-        fields["body"] = body
-        fields["message_id"] = message_id
-        fields["correlation_id"] = correlation_id
-        fields["timestamp"] = timestamp
-        fields["headers"] = {} if headers is None else headers
-        fields["content_type"] = content_type
-        fields["routing_key"] = routing_key
-        fields["reply_to"] = reply_to
 
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))

@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import msgspec
+
 from . import codec
 from .bus import Bus, RpcTimeout, Subscription, command_key
 from .codec import Envelope
@@ -228,12 +230,8 @@ class InMemoryBus(Bus):
 
 
 def _with_key(env: Envelope, routing_key: str) -> Envelope:
-    from dataclasses import replace
-
-    return replace(env, routing_key=routing_key)
+    return msgspec.structs.replace(env, routing_key=routing_key)
 
 
 def _with_headers(env: Envelope, headers: dict) -> Envelope:
-    from dataclasses import replace
-
-    return replace(env, headers=headers)
+    return msgspec.structs.replace(env, headers=headers)

@@ -266,24 +266,21 @@ class RabbitBus(Bus):
 
     def _basic_publish(self, exchange: str, routing_key: str, env: Envelope, *,
                        headers: dict | None = None, expiration: str | None = None) -> int:
-        if self._ch is None or not self._ch.is_open:
+        ch = self._ch
+        if ch is None or not ch.is_open:
             raise BrokerUnavailable(self.settings.safe_url, "not connected")
-        props = pika.BasicProperties(
+        ch.basic_publish(exchange, routing_key, env.body, pika.BasicProperties(
             content_type=env.content_type, type=env.type, message_id=env.message_id,
             correlation_id=env.correlation_id, timestamp=env.timestamp,
-            headers=headers if headers is not None else env.headers,
+            headers=env.headers if headers is None else headers,
             delivery_mode=PERSISTENT, reply_to=env.reply_to, expiration=expiration,
-        )
-        self._ch.basic_publish(exchange, routing_key, env.body, props)
+        ))
         self._seq += 1  # the channel numbers every publish in confirm mode, replies too
-        self._published_count(exchange).count += 1
-        return self._seq
-
-    def _published_count(self, exchange: str) -> metrics.PublishedCount:
         count = self._published.get(exchange)
         if count is None:
             count = self._published[exchange] = metrics.PublishedCount(exchange)
-        return count
+        count.count += 1
+        return self._seq
 
     def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None:
         if threading.get_ident() == self._io_ident:
@@ -312,8 +309,10 @@ class RabbitBus(Bus):
         envs = [self._envelope(e, correlation_id, None) for e in events]
         return self._publish_async([(self.names.events, env.routing_key, env) for env in envs])
 
-    def send_many(self, commands: list[Any], to: str | None = None) -> Future:
-        envs = [(self.names.cmd, command_key(c, to), self._envelope(c, None, None))
+    def send_many(self, commands: list[Any], to: str | None = None, *,
+                  correlation_id: str | None = None) -> Future:
+        """Send many commands at once (pipelined); the future resolves on the last confirm."""
+        envs = [(self.names.cmd, command_key(c, to), self._envelope(c, correlation_id, None))
                 for c in commands]
         return self._publish_async(envs)
 
@@ -393,9 +392,12 @@ class RabbitBus(Bus):
         self._release_scheduled = False
         if self._ch is None or not self._ch.is_open:
             return
-        upto, ack_tag = self._confirmed_upto, None
-        while self._pending_in and self._pending_in[0][1] <= upto:
-            first, last, tag = self._pending_in.popleft()
+        upto, ack_tag, pending = self._confirmed_upto, None, self._pending_in
+        if not self._nacked:  # the usual case: ack everything released, up to the last tag
+            while pending and pending[0][1] <= upto:
+                ack_tag = pending.popleft()[2]
+        while pending and pending[0][1] <= upto:
+            first, last, tag = pending.popleft()
             if any(seq in self._nacked for seq in range(first + 1, last + 1)):
                 if ack_tag is not None:
                     self._ch.basic_ack(ack_tag, multiple=True)

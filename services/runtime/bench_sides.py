@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import pika
 import psutil
+from opentelemetry import trace
 
 import schemas
 from schemas.provisioning import GlideinRequest
@@ -183,11 +184,13 @@ class RawConsumer(RawPika):
 
 class BusPublisher:
     """Publishes from the bus's I/O thread, as a service's handlers and timers do: send_many
-    in batches, each in a span (so traceparent travels) with a correlation id, at most WINDOW
-    messages unconfirmed."""
+    at most WINDOW messages unconfirmed; a new span (so a new traceparent travels) and
+    correlation id every BATCH messages, as the raw publisher does."""
 
     def __init__(self, settings: Settings):
         self.bus = RabbitBus(settings, "bench-publisher")
+        self.span: trace.Span | None = None
+        self.correlation_id = ""
         self.count = self.sent = self.unconfirmed = 0
         self.rate: float | None = None
         self.first = self.confirmed_at = 0.0
@@ -220,12 +223,23 @@ class BusPublisher:
 
     def _send(self, n: int) -> None:
         now = time.time()
-        with tracing.tracer().start_as_current_span("bench publish"):
-            fut = self.bus.send_many([message(self.sent + i, now) for i in range(n)], to=TARGET,
-                                     correlation_id=codec.new_message_id())
-        self.sent += n
-        self.unconfirmed += n
-        fut.add_done_callback(partial(self._on_confirmed, n))
+        while n:
+            if self.sent % BATCH == 0 or self.span is None:
+                self._new_batch()
+            size = min(n, BATCH - self.sent % BATCH)
+            with trace.use_span(self.span):
+                fut = self.bus.send_many([message(self.sent + i, now) for i in range(size)],
+                                         to=TARGET, correlation_id=self.correlation_id)
+            self.sent += size
+            self.unconfirmed += size
+            n -= size
+            fut.add_done_callback(partial(self._on_confirmed, size))
+
+    def _new_batch(self) -> None:
+        if self.span is not None:
+            self.span.end()
+        self.span = tracing.tracer().start_span("bench publish")
+        self.correlation_id = codec.new_message_id()
 
     def _on_confirmed(self, n: int, fut: Any) -> None:
         # Runs inside the bus's confirm handling, on its I/O thread: publish more on the next

@@ -41,6 +41,20 @@ def test_message_ids_are_random_version_4_uuids():
         assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+@pytest.mark.parametrize("parent", [
+    "6f1c2b3a4d5e4f708192a3b4c5d6e7f8", "6F1C2B3A4D5E4F708192A3B4C5D6E7F8",
+    "{6f1c2b3a-4d5e-4f70-8192-a3b4c5d6e7f8}", "flow-1", "", "g" * 32, "ab " * 10 + "ab"])
+def test_derived_ids_are_uuid5_of_the_parent_and_index(parent):
+    namespace = uuid.NAMESPACE_OID
+    try:
+        namespace = uuid.UUID(hex=parent)
+    except ValueError:
+        pass
+    for index in (1, 2, 1000):
+        assert codec.derived_message_id(parent, index) == uuid.uuid5(
+            namespace, f"{parent}/{index}").hex
+
+
 def test_decoded_messages_equal_built_ones_and_own_their_defaults():
     sent = _request(seq=3)
     env = codec.encode(sent)

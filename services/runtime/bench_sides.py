@@ -182,20 +182,64 @@ class RawConsumer(RawPika):
 # --- publishers ---------------------------------------------------------------------------------
 
 
-class BusPublisher:
-    """Publishes from the bus's I/O thread, as a service's handlers and timers do: send_many
-    at most WINDOW messages unconfirmed; a new span (so a new traceparent travels) and
-    correlation id every BATCH messages, as the raw publisher does."""
+class _Publishing:
+    """What both publishers share: a phase starts on the I/O thread (`_soon`), ends when the
+    last message is confirmed (`finished`), and says when the first went out."""
 
-    def __init__(self, settings: Settings):
-        self.bus = RabbitBus(settings, "bench-publisher")
-        self.span: trace.Span | None = None
-        self.correlation_id = ""
-        self.count = self.sent = self.unconfirmed = 0
+    label = ""
+
+    def __init__(self) -> None:
+        self.count = self.sent = 0
         self.rate: float | None = None
         self.first = self.confirmed_at = 0.0
         self.finished = threading.Event()
         self.error: str | None = None
+
+    def _soon(self, fn: Any) -> None:
+        raise NotImplementedError
+
+    def _start_phase(self, count: int) -> None:
+        raise NotImplementedError
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+    def _tick(self) -> None:
+        raise NotImplementedError
+
+    def _begin(self, count: int, rate: float | None) -> None:
+        self.count, self.rate, self.sent = count, rate, 0
+        self._start_phase(count)
+        self.first = time.time()
+        if rate is None:
+            self._fill()
+        else:
+            self._tick()
+
+    def publish(self, count: int, rate: float | None) -> tuple[float, float]:
+        """Publish `count` messages; (first publish, last confirm), epoch seconds."""
+        self.finished.clear()
+        self._soon(partial(self._begin, count, rate))
+        if not self.finished.wait(60 + count / 500):
+            raise RuntimeError(f"{self.label}: publishes not confirmed in time")
+        if self.error:
+            raise RuntimeError(self.error)
+        return self.first, self.confirmed_at
+
+
+class BusPublisher(_Publishing):
+    """Publishes from the bus's I/O thread, as a service's handlers and timers do: send_many
+    at most WINDOW messages unconfirmed; a new span (so a new traceparent travels) and
+    correlation id every BATCH messages, as the raw publisher does."""
+
+    label = "bus"
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.bus = RabbitBus(settings, "bench-publisher")
+        self.span: trace.Span | None = None
+        self.correlation_id = ""
+        self.unconfirmed = 0
 
     def start(self) -> None:
         self.bus.start()
@@ -203,23 +247,11 @@ class BusPublisher:
     def stop(self) -> None:
         self.bus.stop()
 
-    def publish(self, count: int, rate: float | None) -> tuple[float, float]:
-        """Publish `count` messages; (first publish, last confirm), epoch seconds."""
-        self.finished.clear()
-        self.bus.call_soon_threadsafe(partial(self._begin, count, rate))
-        if not self.finished.wait(60 + count / 500):
-            raise RuntimeError("bus: publishes not confirmed in time")
-        if self.error:
-            raise RuntimeError(self.error)
-        return self.first, self.confirmed_at
+    def _soon(self, fn: Any) -> None:
+        self.bus.call_soon_threadsafe(fn)
 
-    def _begin(self, count: int, rate: float | None) -> None:
-        self.count, self.rate, self.sent, self.unconfirmed = count, rate, 0, 0
-        self.first = time.time()
-        if rate is None:
-            self._fill()
-        else:
-            self._tick()
+    def _start_phase(self, count: int) -> None:
+        self.unconfirmed = 0
 
     def _send(self, n: int) -> None:
         now = time.time()
@@ -268,19 +300,18 @@ class BusPublisher:
             self.bus.call_later(max(0.0, self.first + tick * TICK_S - time.time()), self._tick)
 
 
-class RawPublisher(RawPika):
+class RawPublisher(RawPika, _Publishing):
     """Pipelined confirms: up to WINDOW unconfirmed, more published as confirms arrive. Every
     message carries the properties the bus sends; a new trace and correlation id every BATCH."""
 
+    label = "raw pika"
+
     def __init__(self, settings: Settings):
-        super().__init__(settings)
+        RawPika.__init__(self, settings)
+        _Publishing.__init__(self)
         self.plain = schemas.to_plain(message(0, 0.0))
         self.published = self.confirmed = 0  # channel sequence numbers, over all phases
-        self.count = self.sent = self.last_seq = 0
-        self.rate: float | None = None
-        self.first = self.confirmed_at = 0.0
-        self.finished = threading.Event()
-        self.error: str | None = None
+        self.last_seq = 0
         self.headers: dict[str, Any] = {}
         self.correlation_id = ""
 
@@ -288,23 +319,11 @@ class RawPublisher(RawPika):
         self.ch = ch
         ch.confirm_delivery(self._on_confirm, callback=lambda _f: self.ready.set())
 
-    def publish(self, count: int, rate: float | None) -> tuple[float, float]:
-        self.finished.clear()
-        self.ioloop.add_callback_threadsafe(partial(self._begin, count, rate))
-        if not self.finished.wait(60 + count / 500):
-            raise RuntimeError("raw pika: publishes not confirmed in time")
-        if self.error:
-            raise RuntimeError(self.error)
-        return self.first, self.confirmed_at
+    def _soon(self, fn: Any) -> None:
+        self.ioloop.add_callback_threadsafe(fn)
 
-    def _begin(self, count: int, rate: float | None) -> None:
-        self.count, self.rate, self.sent = count, rate, 0
+    def _start_phase(self, count: int) -> None:
         self.last_seq = self.published + count
-        self.first = time.time()
-        if rate is None:
-            self._fill()
-        else:
-            self._tick()
 
     def _publish(self, n: int) -> None:
         for _ in range(n):

@@ -117,6 +117,13 @@ def encode(
     )
 
 
+def raw_envelope(body: bytes, *, type: str | None, headers: dict | None,
+                 content_type: str) -> Envelope:
+    """An envelope around bytes as they are (tests, bad-message drills): no schema."""
+    return Envelope(type=type or "", version=0, body=body, message_id=new_message_id(),
+                    headers=headers or {}, content_type=content_type, timestamp=int(time.time()))
+
+
 def decode(env: Envelope) -> Any:
     if not env.type:
         raise Undecodable("message has no AMQP type (schema name)")

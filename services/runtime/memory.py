@@ -123,9 +123,7 @@ class InMemoryBus(Bus):
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, *,
                     type: str | None = None, headers: dict | None = None,
                     content_type: str = codec.CONTENT_TYPE) -> None:
-        env = Envelope(type=type or "", version=0, body=body, message_id=codec.new_message_id(),
-                       headers=headers or {}, content_type=content_type,
-                       timestamp=int(time.time()))
+        env = codec.raw_envelope(body, type=type, headers=headers, content_type=content_type)
         self._route(exchange, routing_key, env)
 
     def flush(self, timeout: float = 10.0) -> None:

@@ -136,6 +136,8 @@ def decode(env: Envelope) -> Any:
         return schemas.decode(env.type, version, env.body)
     except SchemaError as exc:
         raise Undecodable(str(exc)) from None
+
+
 def _version_number(schema: str, version: Any) -> int:
     if isinstance(version, bytes):
         version = version.decode(errors="replace")

@@ -30,7 +30,8 @@ import msgspec
 _REGISTRY: dict[tuple[str, int], type] = {}
 _LATEST: dict[str, int] = {}  # name -> newest registered version, kept by message()
 _UPGRADERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
-_DECODERS: dict[type, msgspec.msgpack.Decoder] = {}  # made on first use: annotations resolve late
+# (NAME, VERSION) -> its decoder, made on first use (annotations resolve late)
+_DECODERS: dict[tuple[str, int], msgspec.msgpack.Decoder] = {}
 _ENCODER = msgspec.msgpack.Encoder()
 _PLAIN_AS_IS = (bytes,)  # to_plain keeps bytes as bytes (msgpack bin), not base64 text
 
@@ -108,17 +109,16 @@ def encode(msg: Any) -> bytes:
 
 def decode(name: str, version: int, body: bytes) -> Any:
     """The newest version of `name`, from a msgpack body of `version`; SchemaError if not."""
-    cls = lookup(name, version)
-    decoder = _DECODERS.get(cls)
+    decoder = _DECODERS.get((name, version))
     if decoder is None:
-        decoder = _DECODERS[cls] = msgspec.msgpack.Decoder(cls)
+        decoder = _DECODERS[name, version] = msgspec.msgpack.Decoder(lookup(name, version))
     try:
         msg = decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise SchemaError(_describe(cls, exc)) from None
+        raise SchemaError(_describe(lookup(name, version), exc)) from None
     except msgspec.DecodeError as exc:
-        raise SchemaError(f"{_label(cls)}: body is not msgpack ({exc})") from None
-    return _upgrade(msg) if version != _LATEST[name] else msg
+        raise SchemaError(f"{name} v{version}: body is not msgpack ({exc})") from None
+    return msg if version == _LATEST[name] else _upgrade(msg)
 
 
 def to_plain(msg: Any) -> dict:

@@ -7,6 +7,8 @@ from . import cloud, deadletter, demand, job, pilot, provisioning, slot, token  
 from ._base import (
     SchemaError,
     all_schemas,
+    decode,
+    encode,
     from_plain,
     latest_version,
     lookup,
@@ -17,6 +19,8 @@ from ._base import (
 __all__ = [
     "SchemaError",
     "all_schemas",
+    "decode",
+    "encode",
     "from_plain",
     "latest_version",
     "lookup",

@@ -18,9 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
-from . import all_schemas, to_plain
+from . import all_schemas, encode
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -58,7 +56,7 @@ def write_missing() -> list[Path]:
     for cls in all_schemas():
         path = sample_path(cls)
         if not path.exists():
-            path.write_bytes(msgpack.packb(to_plain(example(cls)), use_bin_type=True))
+            path.write_bytes(encode(example(cls)))
             written.append(path)
     return written
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import schemas
@@ -73,19 +74,21 @@ class RemoteError(RuntimeError):
 class Names:
     namespace: str
 
-    @property
+    # Read on every publish: each made once (cached_property writes the instance's __dict__,
+    # which a frozen dataclass allows).
+    @cached_property
     def cmd(self) -> str:
         return f"{self.namespace}.cmd"
 
-    @property
+    @cached_property
     def events(self) -> str:
         return f"{self.namespace}.events"
 
-    @property
+    @cached_property
     def unroutable(self) -> str:
         return f"{self.namespace}.unroutable"
 
-    @property
+    @cached_property
     def event_log(self) -> str:
         return f"{self.namespace}.events.log"
 
@@ -170,6 +173,8 @@ class Context:
     message's id, so a redelivery that reruns the handler republishes the same
     ids (see codec.derived_message_id).
     """
+
+    __slots__ = ("bus", "envelope", "queue", "principal", "_published")  # one per message
 
     def __init__(self, bus: Bus, envelope: Envelope, queue: str,
                  principal: Principal | None = None):

@@ -11,14 +11,13 @@ dead-letters.
 
 from __future__ import annotations
 
+import hashlib
 import random
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+import msgspec
 
 import schemas
 from schemas import SchemaError
@@ -32,36 +31,23 @@ class Undecodable(Exception):
     """A body that cannot become a message: wrong type, version or bytes."""
 
 
-@dataclass(frozen=True, init=False)
-class Envelope:
+class Envelope(msgspec.Struct, frozen=True):
+    """A message as it travels: the body and the AMQP properties the bus reads and writes.
+
+    A msgspec Struct, not a dataclass: two are made per message (published, handled), and a
+    Struct is built in C, several times faster than a frozen dataclass's __init__.
+    """
+
     type: str
     version: int
     body: bytes
     message_id: str
     correlation_id: str | None = None
     timestamp: int = 0
-    headers: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = msgspec.field(default_factory=dict)
     content_type: str = CONTENT_TYPE
     routing_key: str = ""
     reply_to: str | None = None
-
-    def __init__(self, type: str, version: int, body: bytes, message_id: str,
-                 correlation_id: str | None = None, timestamp: int = 0,
-                 headers: dict[str, Any] | None = None, content_type: str = CONTENT_TYPE,
-                 routing_key: str = "", reply_to: str | None = None):
-        # Two per message (published, handled): the generated __init__ of a frozen dataclass
-        # calls object.__setattr__ per field, twice the cost of filling __dict__.
-        fields = self.__dict__
-        fields["type"] = type
-        fields["version"] = version
-        fields["body"] = body
-        fields["message_id"] = message_id
-        fields["correlation_id"] = correlation_id
-        fields["timestamp"] = timestamp
-        fields["headers"] = {} if headers is None else headers
-        fields["content_type"] = content_type
-        fields["routing_key"] = routing_key
-        fields["reply_to"] = reply_to
 
 
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -84,17 +70,30 @@ def derived_message_id(parent_id: str, index: int) -> str:
     A redelivered message makes its handler run again; deriving the ids of what
     it publishes from the parent's id makes the repeats carry the same ids, so
     consumers that deduplicate by message id see them as the same messages.
+
+    The id is uuid.uuid5(parent as a UUID, or NAMESPACE_OID, f"{parent_id}/{index}").hex,
+    worked out here for the usual parent (32 hex digits) without building UUID objects:
+    a third of the time, for every message published from a handler.
     """
-    return uuid.uuid5(uuid.UUID(hex=parent_id) if _is_hex_uuid(parent_id) else uuid.NAMESPACE_OID,
-                      f"{parent_id}/{index}").hex
+    namespace = _uuid_bytes(parent_id)
+    digest = bytearray(hashlib.sha1(namespace + f"{parent_id}/{index}".encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
-def _is_hex_uuid(value: str) -> bool:
+def _uuid_bytes(value: str) -> bytes:
+    if len(value) == 32:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:
+            return raw
     try:
-        uuid.UUID(hex=value)
+        return uuid.UUID(hex=value).bytes
     except ValueError:
-        return False
-    return True
+        return uuid.NAMESPACE_OID.bytes
 
 
 def encode(
@@ -109,7 +108,7 @@ def encode(
     return Envelope(
         type=msg.NAME,
         version=version,
-        body=_packer().pack(schemas.to_plain(msg)),
+        body=schemas.encode(msg),
         message_id=message_id or new_message_id(),
         correlation_id=correlation_id,
         timestamp=int(time.time()),
@@ -119,16 +118,11 @@ def encode(
     )
 
 
-_per_thread = threading.local()
-
-
-def _packer() -> msgpack.Packer:
-    # packb() builds a Packer per call; a Packer is not thread-safe: one per thread.
-    try:
-        return _per_thread.packer
-    except AttributeError:
-        _per_thread.packer = msgpack.Packer(use_bin_type=True)
-        return _per_thread.packer
+def raw_envelope(body: bytes, *, type: str | None, headers: dict | None,
+                 content_type: str) -> Envelope:
+    """An envelope around bytes as they are (tests, bad-message drills): no schema."""
+    return Envelope(type=type or "", version=0, body=body, message_id=new_message_id(),
+                    headers=headers or {}, content_type=content_type, timestamp=int(time.time()))
 
 
 def decode(env: Envelope) -> Any:
@@ -140,12 +134,8 @@ def decode(env: Envelope) -> Any:
     if type(version) is not int:
         version = _version_number(env.type, version)
     try:
-        fields = msgpack.unpackb(env.body, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise Undecodable(f"{env.type} v{version}: body is not msgpack ({exc})") from None
-    try:
-        return schemas.from_plain(env.type, version, fields)
-    except (SchemaError, TypeError) as exc:
+        return schemas.decode(env.type, version, env.body)
+    except SchemaError as exc:
         raise Undecodable(str(exc)) from None
 
 

@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import msgspec
+
 from . import codec
 from .bus import Bus, RpcTimeout, Subscription, command_key
 from .codec import Envelope
@@ -121,9 +123,7 @@ class InMemoryBus(Bus):
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, *,
                     type: str | None = None, headers: dict | None = None,
                     content_type: str = codec.CONTENT_TYPE) -> None:
-        env = Envelope(type=type or "", version=0, body=body, message_id=codec.new_message_id(),
-                       headers=headers or {}, content_type=content_type,
-                       timestamp=int(time.time()))
+        env = codec.raw_envelope(body, type=type, headers=headers, content_type=content_type)
         self._route(exchange, routing_key, env)
 
     def send_many(self, commands: list[Any], to: str | None = None, *,
@@ -238,12 +238,8 @@ class InMemoryBus(Bus):
 
 
 def _with_key(env: Envelope, routing_key: str) -> Envelope:
-    from dataclasses import replace
-
-    return replace(env, routing_key=routing_key)
+    return msgspec.structs.replace(env, routing_key=routing_key)
 
 
 def _with_headers(env: Envelope, headers: dict) -> Envelope:
-    from dataclasses import replace
-
-    return replace(env, headers=headers)
+    return msgspec.structs.replace(env, headers=headers)

@@ -32,13 +32,11 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
-from pika.frame import Body, Header, Method
-from pika.spec import Basic
 
 import schemas
 from schemas.deadletter import DeadLetterOverflowed
 
-from . import codec, metrics, tracing, wire
+from . import codec, metrics, tracing
 from .bus import (
     BrokerUnavailable,
     Bus,
@@ -60,7 +58,6 @@ DEADLINE_HEADER = "x-burst-deadline"  # epoch milliseconds; AMQP tables have no 
 EVENT_LOG_MAX_AGE = "7D"
 CLOCK_SLACK_S = 2  # publishers' clocks may differ this much (their AMQP timestamps)
 EVENT_LOG_MAX_BYTES = 2 * 1024**3
-COALESCE_BYTES = 256 * 1024  # at most this much joined into one send()
 PERSISTENT = pika.DeliveryMode.Persistent.value
 PRECONDITION_FAILED = 406
 # Every dead-letter queue is bounded; a dead letter that does not fit is refused by the
@@ -90,75 +87,6 @@ def blocking_connection(settings: Settings) -> pika.BlockingConnection:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-class _Connection(pika.SelectConnection):
-    """pika's SelectConnection, with less work per frame in and out (see wire.py).
-
-    Out: pika's transport sends each frame with a send() of its own, three system calls per
-    message published (method, header, body), each running the broker's side of the TCP
-    path too, and as many small reads for the broker. Here what is buffered when the socket
-    turns writable (everything published in one loop turn) is joined first, up to
-    COALESCE_BYTES a send(): the same bytes on the wire, in fewer segments.
-    In: frames are decoded where they lie in the read buffer, those of deliveries by
-    wire.decode_frame, and the three frames of a delivery go straight to their channel.
-
-    These are pika internals (pika is pinned): tests/unit/test_wire.py checks the decoding
-    against pika's, and every bus test runs through the rest. The raw pika baseline of
-    `burst bench bus` uses none of it.
-    """
-
-    def _on_data_available(self, data_in: bytes) -> None:
-        # pika decodes a frame at the head of its buffer, then copies the rest of the buffer
-        # down, once per frame; here frames are decoded where they lie and the buffer is cut
-        # once. A connection reset while a frame is processed replaces the buffer: stop there.
-        buffer = self._frame_buffer + data_in if self._frame_buffer else data_in
-        self._frame_buffer = buffer
-        offset = 0
-        while offset < len(buffer):
-            consumed, frame_value = wire.decode_frame(buffer, offset)
-            if not frame_value:
-                break
-            offset += consumed
-            self.bytes_received += consumed
-            self._process_frame(frame_value)
-            if self._frame_buffer is not buffer:
-                return
-        self._frame_buffer = buffer[offset:]
-
-    def _process_frame(self, frame_value: Any) -> None:
-        # The three frames of a delivery go straight to their channel: pika would look each up
-        # among the callbacks of synchronous replies, where none of them can be.
-        kind = type(frame_value)
-        if kind is Body or kind is Header or (kind is Method
-                                              and type(frame_value.method) is Basic.Deliver):
-            self.frames_received += 1
-            self._deliver_frame_to_channel(frame_value)
-        else:
-            super()._process_frame(frame_value)
-
-    def _proto_connection_made(self, transport: Any) -> None:
-        super()._proto_connection_made(transport)
-        buffers = getattr(transport, "_tx_buffers", None)
-        produce = getattr(transport, "_produce", None)
-        if isinstance(buffers, deque) and produce is not None:
-            transport._produce = partial(_produce_joined, buffers, produce)
-
-
-def _produce_joined(buffers: deque[bytes], produce: Callable[[], None]) -> None:
-    if len(buffers) > 1:
-        joined, chunks, size = [], [], 0
-        for chunk in buffers:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= COALESCE_BYTES:
-                joined.append(b"".join(chunks))
-                chunks, size = [], 0
-        if chunks:
-            joined.append(b"".join(chunks))
-        buffers.clear()
-        buffers.extend(joined)
-    produce()
 
 
 class RabbitBus(Bus):
@@ -226,7 +154,7 @@ class RabbitBus(Bus):
         self._ioloop.start()
 
     def _connect(self) -> None:
-        self._conn = _Connection(
+        self._conn = pika.SelectConnection(
             self._params,
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel_open),
             on_open_error_callback=self._on_open_error,
@@ -353,24 +281,21 @@ class RabbitBus(Bus):
 
     def _basic_publish(self, exchange: str, routing_key: str, env: Envelope, *,
                        headers: dict | None = None, expiration: str | None = None) -> int:
-        if self._ch is None or not self._ch.is_open:
+        ch = self._ch
+        if ch is None or not ch.is_open:
             raise BrokerUnavailable(self.settings.safe_url, "not connected")
-        props = wire.Properties(
+        ch.basic_publish(exchange, routing_key, env.body, pika.BasicProperties(
             content_type=env.content_type, type=env.type, message_id=env.message_id,
             correlation_id=env.correlation_id, timestamp=env.timestamp,
-            headers=headers if headers is not None else env.headers,
+            headers=env.headers if headers is None else headers,
             delivery_mode=PERSISTENT, reply_to=env.reply_to, expiration=expiration,
-        )
-        self._ch.basic_publish(exchange, routing_key, env.body, props)
+        ))
         self._seq += 1  # the channel numbers every publish in confirm mode, replies too
-        self._published_count(exchange).count += 1
-        return self._seq
-
-    def _published_count(self, exchange: str) -> metrics.PublishedCount:
         count = self._published.get(exchange)
         if count is None:
             count = self._published[exchange] = metrics.PublishedCount(exchange)
-        return count
+        count.count += 1
+        return self._seq
 
     def _publish(self, exchange: str, routing_key: str, env: Envelope) -> None:
         if threading.get_ident() == self._io_ident:
@@ -400,19 +325,20 @@ class RabbitBus(Bus):
         return self._publish_async([(self.names.events, env.routing_key, env) for env in envs])
 
     def send_many(self, commands: list[Any], to: str | None = None, *,
-                  message_ids: list[str] | None = None) -> Future:
+                  message_ids: list[str] | None = None,
+                  correlation_id: str | None = None) -> Future:
+        """Send many commands at once (pipelined); the future resolves on the last confirm.
+        `message_ids`: resend under the ids of a first attempt (the pilot's outbox)."""
         ids = message_ids or [None] * len(commands)
         envs = [(self.names.cmd, command_key(c, to),
-                 self._envelope(c, None, message_id, seal_for=sealed_target(c, to)))
+                 self._envelope(c, correlation_id, message_id, seal_for=sealed_target(c, to)))
                 for c, message_id in zip(commands, ids, strict=True)]
         return self._publish_async(envs)
 
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, *,
                     type: str | None = None, headers: dict | None = None,
                     content_type: str = codec.CONTENT_TYPE) -> None:
-        env = Envelope(type=type or "", version=0, body=body, message_id=codec.new_message_id(),
-                       headers=headers or {}, content_type=content_type,
-                       timestamp=int(time.time()))
+        env = codec.raw_envelope(body, type=type, headers=headers, content_type=content_type)
         self._await(self._publish_async([(exchange, routing_key, env)]))
 
     def flush(self, timeout: float = 10.0) -> None:
@@ -501,9 +427,12 @@ class RabbitBus(Bus):
         self._release_scheduled = False
         if self._ch is None or not self._ch.is_open:
             return
-        upto, ack_tag = self._confirmed_upto, None
-        while self._pending_in and self._pending_in[0][1] <= upto:
-            first, last, tag = self._pending_in.popleft()
+        upto, ack_tag, pending = self._confirmed_upto, None, self._pending_in
+        if not self._nacked:  # the usual case: ack everything released, up to the last tag
+            while pending and pending[0][1] <= upto:
+                ack_tag = pending.popleft()[2]
+        while pending and pending[0][1] <= upto:
+            first, last, tag = pending.popleft()
             if any(seq in self._nacked for seq in range(first + 1, last + 1)):
                 if ack_tag is not None:
                     self._ch.basic_ack(ack_tag, multiple=True)

@@ -16,7 +16,7 @@ import schemas
 from schemas.job import JobAction, JobActionResult, JobQuery, RpcError
 from schemas.pilot import PilotRetire
 from schemas.provisioning import GlideinRequest
-from services.runtime import tracing
+from services.runtime import codec, tracing
 from services.runtime.ackpolicy import PermanentError, RetryPolicy, TransientError
 from services.runtime.bus import RemoteError, Subscription, connect
 from services.runtime.codec import VERSION_HEADER
@@ -125,7 +125,7 @@ def test_undecodable_body_is_dead_lettered_and_consumer_keeps_going(make_bus):
                       what="two dead letters")
     reasons = sorted(reason for _env, reason in dead)
     assert "not msgpack" in reasons[1] or "not msgpack" in reasons[0]
-    assert any("job.action v1: action: expected str, got int" in r for r in reasons)
+    assert any("job.action v1: action: Expected `str`, got `int`" in r for r in reasons)
 
 
 def test_unknown_version_is_dead_lettered_not_acked(make_bus):
@@ -164,18 +164,22 @@ def test_transient_failure_is_retried_with_a_counter(make_bus):
     assert bus.dead_letters("svc") == []
 
 
-def test_permanent_failure_goes_straight_to_the_dead_letter_queue(make_bus):
-    calls = Inbox()
+@pytest.mark.parametrize(("error", "reason", "calls"), [
+    (PermanentError("no such job"), "no such job", 1),  # straight to the dead-letter queue
+    (RuntimeError("bug"), "gave up after 2 retries", 3),  # transient: retried, then dead
+], ids=["permanent", "keeps-failing"])
+def test_a_failing_message_ends_in_the_dead_letter_queue(make_bus, error, reason, calls):
+    handled = Inbox()
 
-    def broken(msg, ctx):
-        calls.add(msg)
-        raise PermanentError("no such job")
+    def failing(msg, ctx):
+        handled.add(msg)
+        raise error
 
-    bus = make_bus(Subscription("svc", commands={"job.action": broken}, retry=FAST_RETRY))
+    bus = make_bus(Subscription("svc", commands={"job.action": failing}, retry=FAST_RETRY))
     bus.send(JobAction(action="hold", ids=["1"]))
     dead = wait_until(lambda: bus.dead_letters("svc"), what="a dead letter")
-    assert "no such job" in dead[0][1]
-    assert len(calls.items) == 1
+    assert reason in dead[0][1]
+    assert len(handled.items) == calls
 
 
 @pytest.mark.parametrize("error", [ValueError("'abc' is not a job id"),
@@ -194,20 +198,6 @@ def test_bad_input_a_handler_trips_on_is_dead_lettered_at_once(make_bus, error):
     assert len(calls.items) == 1
 
 
-def test_a_message_that_keeps_failing_ends_dead_after_max_retries(make_bus):
-    calls = Inbox()
-
-    def always(msg, ctx):
-        calls.add(1)
-        raise RuntimeError("bug")
-
-    bus = make_bus(Subscription("svc", commands={"job.action": always}, retry=FAST_RETRY))
-    bus.send(JobAction(action="hold", ids=["1"]))
-    dead = wait_until(lambda: bus.dead_letters("svc"), what="a dead letter")
-    assert "gave up after 2 retries" in dead[0][1]
-    assert len(calls.items) == 3
-
-
 def test_traceparent_travels_with_the_message(make_bus):
     seen = Inbox()
     bus = make_bus(Subscription("svc", commands={
@@ -223,14 +213,27 @@ def test_handler_publishes_carry_ids_derived_from_the_handled_message(make_bus):
     out = Inbox()
 
     def relay(msg, ctx):
-        ctx.emit(GlideinRequest("fe", "g", "e", 1, 1, "NO"))
+        for _ in range(2):
+            ctx.emit(GlideinRequest("fe", "g", msg.ids[0], 1, 1, "NO"))
+        if msg.action == "hold" and ctx.envelope.headers.get("x-retry-count", 0) == 0:
+            raise TransientError("fails after publishing: the retry runs the handler again")
 
-    bus = make_bus(Subscription("relay", commands={"job.action": relay}),
+    bus = make_bus(Subscription("relay", commands={"job.action": relay}, retry=FAST_RETRY),
                    Subscription("sink", events={"glidein.request": lambda m, c: out.add(
-                       (c.message_id, c.correlation_id))}))
-    bus.send(JobAction(action="hold", ids=["1"]), correlation_id="flow-1")
-    ((message_id, correlation_id),) = out.wait_for(lambda items: len(items) == 1)
-    assert correlation_id == "flow-1" and len(message_id) == 32
+                       (m.entry, c.message_id, c.correlation_id))}))
+    rerun, once = codec.new_message_id(), codec.new_message_id()
+    bus.send(JobAction(action="hold", ids=["rerun"]), correlation_id="flow-1", message_id=rerun)
+    bus.send(JobAction(action="release", ids=["once"]), message_id=once)
+    items = out.wait_for(lambda items: len(items) == 6, what="two events per handler run")
+
+    ids = {"rerun": [], "once": []}
+    for parent, message_id, correlation_id in items:
+        ids[parent].append(message_id)
+        assert correlation_id == ("flow-1" if parent == "rerun" else None)
+    derived = codec.derived_message_id
+    assert sorted(ids["rerun"]) == sorted([derived(rerun, 1), derived(rerun, 2)] * 2)
+    assert sorted(ids["once"]) == sorted([derived(once, 1), derived(once, 2)])
+    assert len(set(ids["rerun"]) | set(ids["once"])) == 4
 
 
 def test_command_nobody_consumes_is_kept_as_unroutable(make_bus):

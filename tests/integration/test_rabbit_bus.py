@@ -10,11 +10,17 @@ from services.runtime.rabbit import delete_namespace
 from tests.helpers import Inbox
 
 
+def _started(settings, service: str, *subs: Subscription):
+    bus = connect(settings, service)
+    for sub in subs:
+        bus.subscribe(sub)
+    bus.start()
+    return bus
+
+
 def test_a_second_consumer_of_an_exclusive_queue_refuses_to_start(rabbit_settings):
     sub = Subscription("solo", commands={"job.action": lambda m, c: None}, exclusive=True)
-    first = connect(rabbit_settings, "first")
-    first.subscribe(sub)
-    first.start()
+    first = _started(rabbit_settings, "first", sub)
     second = connect(rabbit_settings, "second")
     second.subscribe(sub)
     try:
@@ -28,18 +34,12 @@ def test_a_second_consumer_of_an_exclusive_queue_refuses_to_start(rabbit_setting
 def test_commands_sent_while_the_consumer_is_down_wait_in_its_queue(rabbit_settings):
     inbox = Inbox()
     sub = Subscription("later", commands={"job.action": lambda m, c: inbox.add(m.ids)})
-    consumer = connect(rabbit_settings, "consumer")
-    consumer.subscribe(sub)
-    consumer.start()
-    consumer.stop()
-    sender = connect(rabbit_settings, "sender")
-    sender.start()
+    _started(rabbit_settings, "consumer", sub).stop()
+    sender = _started(rabbit_settings, "sender")
     try:
         sender.send(JobAction(action="hold", ids=["1"]))
         sender.send(JobAction(action="hold", ids=["2"]))
-        again = connect(rabbit_settings, "consumer")
-        again.subscribe(sub)
-        again.start()
+        again = _started(rabbit_settings, "consumer", sub)
         assert inbox.wait_for(lambda items: len(items) == 2) == [["1"], ["2"]]
         again.stop()
     finally:
@@ -50,11 +50,8 @@ def test_commands_sent_while_the_consumer_is_down_wait_in_its_queue(rabbit_setti
 def test_a_consumer_reconnects_after_losing_its_connection(rabbit_settings):
     inbox = Inbox()
     sub = Subscription("phoenix", commands={"job.action": lambda m, c: inbox.add(m.ids)})
-    consumer = connect(rabbit_settings, "consumer")
-    consumer.subscribe(sub)
-    consumer.start()
-    sender = connect(rabbit_settings, "sender")
-    sender.start()
+    consumer = _started(rabbit_settings, "consumer", sub)
+    sender = _started(rabbit_settings, "sender")
     try:
         sender.send(JobAction(action="hold", ids=["before"]))
         inbox.wait_for(lambda box: len(box) == 1, what="the first message")

@@ -146,6 +146,9 @@ class ServiceTimers:
     factory_interval_s: Seconds = 5.0
     slot_lease_s: Seconds = 60.0
     claim_grace_s: Seconds = 10.0  # schedd: a slot ad this much newer than a claim lists it
+    # schedd: how often PeriodicHold/Release/Remove are evaluated (HTCondor's
+    # PERIODIC_EXPR_INTERVAL, 60 s)
+    periodic_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     cloud_port: Count = 5000  # the embedded cloud's EC2/S3 endpoint; 0 = any free port
     cloud_boot_delay_s: Seconds = 2.0  # pending -> running in the embedded cloud
     cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle

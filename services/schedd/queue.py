@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 import classad2
@@ -81,10 +82,20 @@ def idle_reason(reasons_by_source: dict[str, dict[str, str]], autocluster: str) 
     return "; ".join(dict.fromkeys(found))
 
 
+def waiting_reason(row: dict, reasons_by_source: dict[str, dict[str, str]], now: float) -> str:
+    """Why an idle job without a claim waits: its deferral_time, or what the frontend and
+    negotiator said of its autocluster."""
+    if row.get("not_before") and row["not_before"] > now:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["not_before"]))
+        return f"deferred until {when} (deferral_time)"
+    return idle_reason(reasons_by_source, row["autocluster"])
+
+
 def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
-             details: bool = True) -> JobInfo:
+             details: bool = True, now: float = 0.0) -> JobInfo:
     """What `burst q` shows of a job; without `details` (another owner's job) only what the
-    public event stream says anyway: no command, arguments or reasons."""
+    public event stream says anyway: no command, arguments or reasons. `now` is when the
+    view is made (a job deferred past it says so)."""
     state = row["state"]
     if not details:
         return JobInfo(id=job_id(row["cluster"], row["proc"]), owner=row["owner"], state=state,
@@ -109,7 +120,7 @@ def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
         cmd=str(ad.get("Cmd", "")),
         args=format_arguments(jobad.arguments(ad)),  # Arguments, or old-syntax Args
         hold_reason=row["hold_reason"] or "",
-        idle_reason=idle_reason(reasons_by_source, row["autocluster"])
+        idle_reason=waiting_reason(row, reasons_by_source, now)
         if state == "idle" and not row["claim_id"] else "",
         request_cpus=row["request_cpus"],
         request_memory_mb=row["request_memory_mb"],

@@ -37,7 +37,7 @@ from services.condor.claims import claim_digest
 from services.runtime.security import Principal
 
 from . import policy, userlog
-from .queue import job_id
+from .queue import custom_requests, job_id
 
 TERMINAL = ("completed", "removed")
 HELD_STATUS = 5  # HTCondor's JobStatus of a held job
@@ -202,7 +202,10 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
         environment=jobad.environment(ad), files=files, cpus=claim.cpus,
         memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
         output_files=jobad.string_list(ad, "TransferOutput"),
-        stream_names=jobad.stream_names(ad))
+        stream_names=jobad.stream_names(ad),
+        # What the negotiator carved; until it says, what the job asks for (the pilot
+        # refuses a claim its slot cannot give).
+        resources=dict(claim.resources) or custom_requests(ad))
     # The claim id is a capability: never on the public event stream (the field stays, empty).
     matched = J.JobMatched(schedd=schedd, job_id=job.id, owner=job.owner, claim_id="",
                            pilot_id=claim.pilot_id, entry=claim.entry, site=claim.site)
@@ -272,8 +275,9 @@ def _exited(job: Job, report: J.JobReport, outputs: list[str], where: dict[str, 
     if verdict.action == policy.COMPLETE:
         return _completed(exited, report, outputs, where, schedd=schedd, now=now)
     if verdict.action == policy.REQUEUE:
-        plan = requeue(exited, f"{_termination(report)}; {verdict.reason}", schedd=schedd,
-                       now=now)
+        how = (f"exited with code {report.exit_code}" if report.exit_signal is None
+               else f"killed by signal {report.exit_signal}")
+        plan = requeue(exited, f"{how}; {verdict.reason}", schedd=schedd, now=now)
         detail = f"(0) Job terminated and was requeued\n\t{_termination(report)}\n\t" \
                  f"{verdict.reason}"
         return replace(plan, changes={**ran, **plan.changes}, user_log=_log(

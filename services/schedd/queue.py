@@ -67,6 +67,22 @@ def resource_requests(ad: classad2.ClassAd) -> tuple[int, int, int]:
     return cpus, memory, (disk_kib + 1023) // 1024
 
 
+def custom_requests(ad: classad2.ClassAd) -> dict[str, int]:
+    """Custom resources a job asks for (request_gpus, request_<name>: Request<Name> beyond
+    cpus, memory and disk), by name, whole and above 0."""
+    found = {}
+    for attr in ad:
+        name = attr[len("Request"):]
+        if attr.lower().startswith("request") and name.lower() not in _BUILTIN_REQUESTS:
+            amount = _int(ad.eval(attr), 0)
+            if amount > 0:
+                found[name] = amount
+    return found
+
+
+_BUILTIN_REQUESTS = ("cpus", "memory", "disk", "")
+
+
 def _int(value: object, default: int) -> int:
     if isinstance(value, (bool, classad2.Value)):
         return default

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import classad2
 import pytest
 
@@ -175,6 +177,21 @@ def test_activation_sends_the_job_and_its_files_to_the_claims_pilot():
     assert plan.user_log == ()
 
 
+def test_activation_carries_the_custom_resources_claimed():
+    gpu_job = job("idle", ad=ad(RequestCpus=1, RequestGPUs=1, Requestboats=2, RequestMemory=9))
+    carved = dataclasses.replace(CLAIM, resources={"GPUs": 1})
+    (activation, _), = logic.activate(gpu_job, carved, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {"GPUs": 1}  # what the negotiator carved
+    # a claim that does not say (a negotiator before custom resources): what the job asks
+    (activation, _), = logic.activate(gpu_job, CLAIM, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {"GPUs": 1, "boats": 2}
+    (activation, _), = logic.activate(job("idle"), CLAIM, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {}
+
+
 def test_inputs_that_cannot_be_read_hold_the_job_and_send_nothing():
     plan = logic.activate(job("idle"), CLAIM, TransferFailed("cannot read input x: gone"),
                           schedd="s1", now=NOW)
@@ -298,7 +315,7 @@ def test_a_run_its_policy_does_not_let_leave_puts_the_job_back_to_idle():
             after["NumJobStarts"], after["RemoteWallClockTime"]) == (1, 1, 1, 1, 3.0)
     (requeued,) = plan.events
     assert isinstance(requeued, J.JobRequeued) and requeued.reason.startswith(
-        "(1) Normal termination (return value 1); The job attribute OnExitRemove expression")
+        "exited with code 1; The job attribute OnExitRemove expression")
     assert plan.commands == ()  # the run is over on the pilot already
     assert log_codes(plan) == ["004"]
     assert "\t(0) Job terminated and was requeued\n\t(1) Normal termination (return value 1)" \

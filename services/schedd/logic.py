@@ -316,7 +316,7 @@ def _completed(job: Job, report: J.JobReport, outputs: list[str], where: dict[st
 def periodic(job: Job, *, schedd: str, now: float) -> Plan:
     """What the job's periodic expressions say now (PeriodicHold, PeriodicRelease,
     PeriodicRemove): held, released or removed, with a claim it holds killed."""
-    verdict = policy.periodic(job.classad, job.state, now)
+    verdict = policy.periodic(job.ad, job.state, now)
     if verdict is None:
         return refused(job, "no periodic expression fires")
     if verdict.action == policy.RELEASE:

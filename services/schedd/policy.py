@@ -40,8 +40,10 @@ SUBMITTED_ON_HOLD = 15
 HOLD, RELEASE, REMOVE, REQUEUE, COMPLETE = "hold", "release", "remove", "requeue", "complete"
 PERIODIC = ("PeriodicHold", "PeriodicRelease", "PeriodicRemove")
 
-# time() outside string literals; ClassAd function names are case-insensitive.
-_TIME_CALL = re.compile(r'("(?:[^"\\]|\\.)*")|\btime\s*\(\s*\)', re.IGNORECASE)
+# String literals, and time() (ClassAd function names are case-insensitive). Two patterns
+# that each start with a literal, which `re` scans for fast (one alternation took 7x longer).
+_STRING = re.compile(r'("(?:[^"\\]|\\.)*")')
+_TIME_CALL = re.compile(r"(?<![\w.])time\s*\(\s*\)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -55,25 +57,32 @@ class Verdict:
     subcode: int = 0
 
 
-def at(ad: classad2.ClassAd, now: float) -> classad2.ClassAd:
-    """The ad as its expressions see it at `now`: time() and CurrentTime are `now`."""
-    text = _TIME_CALL.sub(lambda m: m.group(1) or str(int(now)), str(ad))
+def at(ad: classad2.ClassAd | str, now: float) -> classad2.ClassAd:
+    """The ad (or its text) as its expressions see it at `now`: time() and CurrentTime are
+    `now`. A copy: the ad itself is left as it is."""
+    text = ad if isinstance(ad, str) else str(ad)
+    if "time" in text.lower():
+        parts = _STRING.split(text)  # odd parts are string literals: left alone
+        parts[::2] = [_TIME_CALL.sub(str(int(now)), part) for part in parts[::2]]
+        text = "".join(parts)
     scope = classad2.ClassAd(text)
     scope["CurrentTime"] = int(now)
     return scope
 
 
-def periodic(ad: classad2.ClassAd, state: str, now: float) -> Verdict | None:
-    """What the periodic expressions of a job in `state` say now; None: nothing."""
+def periodic(ad: classad2.ClassAd | str, state: str, now: float) -> Verdict | None:
+    """What the periodic expressions of a job in `state` say now; None: nothing. The ad's
+    text will do (the timer's case: parsed once, and again only when something fires)."""
     if state not in ("idle", "running", "held"):
         return None
     held = state == "held"
+    scope = at(ad, now)
     steps = [("PeriodicRemove", REMOVE)]
     if not held:
         steps.insert(0, ("PeriodicHold", HOLD))
-    elif _number(ad, "HoldReasonCode") != USER_REQUEST:  # a user's hold is the user's to end
+    elif _number(scope, "HoldReasonCode") != USER_REQUEST:  # a user's hold is the user's
         steps.insert(0, ("PeriodicRelease", RELEASE))
-    return _first_to_fire(ad, at(ad, now), steps, held=held)
+    return _first_to_fire(ad, scope, steps, held=held)
 
 
 def on_exit(ad: classad2.ClassAd, now: float) -> Verdict:
@@ -93,15 +102,20 @@ def on_exit(ad: classad2.ClassAd, now: float) -> Verdict:
     return Verdict(REQUEUE, "OnExitRemove", _firing_reason(ad, "OnExitRemove", "FALSE"))
 
 
-def _first_to_fire(ad: classad2.ClassAd, scope: classad2.ClassAd,
+def _first_to_fire(ad: classad2.ClassAd | str, scope: classad2.ClassAd,
                    steps: list[tuple[str, str]], *, held: bool) -> Verdict | None:
     for attr, action in steps:
         fired = _fires(scope, attr)
         if fired is None:  # HTCondor stops here; a held job cannot be held again
-            return None if held else _undefined(ad, attr)
+            return None if held else _undefined(_parsed(ad), attr)
         if fired:
-            return _fired(ad, scope, attr, action)
+            return _fired(_parsed(ad), scope, attr, action)
     return None
+
+
+def _parsed(ad: classad2.ClassAd | str) -> classad2.ClassAd:
+    """The ad as written (its reasons quote time(), not `now`)."""
+    return classad2.ClassAd(ad) if isinstance(ad, str) else ad
 
 
 def _fires(scope: classad2.ClassAd, attr: str) -> bool | None:

@@ -219,6 +219,8 @@ class JobHeld:
     job_id: str
     owner: str
     reason: str
+    code: int = 0  # HTCondor's HoldReasonCode: 1 user, 3 job policy, 5 policy undefined, ...
+    subcode: int = 0  # HoldReasonSubCode
 
 
 @message
@@ -229,6 +231,7 @@ class JobReleased:
     schedd: str
     job_id: str
     owner: str
+    reason: str = ""  # the user's, or the PeriodicRelease expression that fired
 
 
 @message

@@ -37,6 +37,9 @@ class SlotAdvertised:
     # Job ids the pilot holds: running, or finished with a result not yet confirmed. A job
     # claimed to this pilot and not listed is no longer there (claim reconciliation).
     jobs: list[str] = field(default_factory=list)
+    # Custom resources free now, by slot ad name ({"GPUs": 1, "Boats": 2}); the ad has them
+    # too, with their totals (TotalGPUs, ...) and MachineResources naming them all.
+    free_resources: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Claim:
     entry: str = ""
     site: str = ""
     provider: str = ""
+    resources: dict[str, int] = field(default_factory=dict)  # custom ones carved: {"GPUs": 1}
 
 
 @message
@@ -83,6 +87,9 @@ class ClaimActivate:
     disk_mb: int
     output_files: list[str] = field(default_factory=list)  # transfer_output_files; [] = all new
     stream_names: dict[str, str] = field(default_factory=dict)  # stdin/stdout/stderr names
+    # Custom resources claimed besides cpus, memory and disk ({"GPUs": 1, "Boats": 2}); the
+    # pilot carves them out of its slot as it does cpus
+    resources: dict[str, int] = field(default_factory=dict)
 
 
 @message

@@ -36,7 +36,7 @@ SUPPORTED, WARNED, REFUSED, QUIET = Disposition
 
 # Accepted into the ad now, acted on once another part of the pool serves it. Flip to
 # SUPPORTED (and regenerate the README table) when that lands:
-POLICY = WARNED  # the schedd evaluates job policy expressions (issue 11, deliverable 3)
+POLICY = SUPPORTED  # the schedd evaluates job policy expressions (services/schedd/policy.py)
 FAIR_SHARE = WARNED  # the negotiator uses accounting groups and concurrency limits
 
 
@@ -121,14 +121,16 @@ _MATCHMAKING = (
             ("RequestMemory",), ("requestmemory",)),
     Command("request_disk", SUPPORTED, "KiB; K/M/G/T units; or an expression",
             ("RequestDisk",), ("requestdisk",)),
-    Command("request_gpus", SUPPORTED, "the job only matches slots with that many GPUs",
+    Command("request_gpus", SUPPORTED, "the job only matches slots with that many GPUs free "
+            "(entries declare them: gpus = N) and its claim takes them",
             ("RequestGPUs",), ("requestgpus",)),
     Command("request_cpu", WARNED, "not a submit command: did you mean request_cpus?"),
     Command("request_gpu", WARNED, "not a submit command: did you mean request_gpus?"),
     *_rows(WARNED, "not a submit command: did you mean gpus_minimum_memory?",
            "request_gpu_memory", "request_gpus_memory"),
-    Command("request_", SUPPORTED, "custom resources: request_<name> sets Request<name> and "
-            "the job only matches slots that offer that much <name>", ("Request<name>",),
+    Command("request_", SUPPORTED, "custom resources: request_<name> sets Request<name>; the "
+            "job only matches slots with that much <name> free (entries declare them: "
+            "resources = { Boats = 2 }) and its claim takes it", ("Request<name>",),
             prefix=True),
     Command("requirements", SUPPORTED, "ANDed with the resource requests",
             ("Requirements",)),
@@ -137,25 +139,34 @@ _MATCHMAKING = (
             prefix=True, shown="+Attr / MY.Attr"),
 )
 
+_UNDEFINED = "; one that is Undefined holds the job (HoldReasonCode 5), as HTCondor does"
+_PERIODIC = "evaluated by the schedd every [services] periodic_interval_s (60 s)"
+
 _POLICY = (
-    *(Command(name, POLICY, "recorded; the schedd does not evaluate it yet", (attr,),
+    Command("on_exit_remove", POLICY, "evaluated when a run ends: false puts the job back to "
+            "idle to run again" + _UNDEFINED, ("OnExitRemove",), ("onexitremove",)),
+    Command("on_exit_hold", POLICY, "evaluated when a run ends: true holds the job "
+            "(HoldReasonCode 3)" + _UNDEFINED, ("OnExitHold",), ("onexithold",)),
+    Command("periodic_remove", POLICY, f"{_PERIODIC} in any state: true removes the job"
+            + _UNDEFINED, ("PeriodicRemove",), ("periodicremove",)),
+    Command("periodic_hold", POLICY, f"{_PERIODIC} unless held: true holds the job "
+            "(HoldReasonCode 3), killing a running one" + _UNDEFINED, ("PeriodicHold",),
+            ("periodichold",)),
+    Command("periodic_release", POLICY, f"{_PERIODIC} while held (not held by `burst hold`): "
+            "true releases the job", ("PeriodicRelease",), ("periodicrelease",)),
+    *(Command(name, POLICY, "the held job's HoldReason / HoldReasonSubCode", (attr,),
               (attr.lower(),))
-      for name, attr in (("on_exit_remove", "OnExitRemove"), ("on_exit_hold", "OnExitHold"),
-                         ("periodic_remove", "PeriodicRemove"),
-                         ("periodic_hold", "PeriodicHold"),
-                         ("periodic_release", "PeriodicRelease"))),
-    *(Command(name, POLICY, "recorded", (attr,), (attr.lower(),))
       for name, attr in (("on_exit_hold_reason", "OnExitHoldReason"),
                          ("on_exit_hold_subcode", "OnExitHoldSubCode"),
                          ("periodic_hold_reason", "PeriodicHoldReason"),
                          ("periodic_hold_subcode", "PeriodicHoldSubCode"))),
-    Command("max_retries", POLICY, "recorded, folded into OnExitRemove as condor_submit "
-            "does; the schedd does not retry yet", ("JobMaxRetries", "OnExitRemove"),
+    Command("max_retries", POLICY, "folded into OnExitRemove as condor_submit does: a failed "
+            "job runs again up to that many more times", ("JobMaxRetries", "OnExitRemove"),
             ("jobmaxretries",)),
     Command("retry_until", POLICY, "folded into OnExitRemove as condor_submit does",
             ("OnExitRemove",)),
-    Command("success_exit_code", POLICY, "recorded, folded into OnExitRemove",
-            ("JobSuccessExitCode", "OnExitRemove"), ("jobsuccessexitcode",)),
+    Command("success_exit_code", POLICY, "folded into OnExitRemove: the exit code that ends "
+            "the retries", ("JobSuccessExitCode", "OnExitRemove"), ("jobsuccessexitcode",)),
     Command("periodic_vacate", WARNED, "ignored: jobs are not vacated here"),
 )
 
@@ -174,11 +185,13 @@ _FAIR_SHARE = (
 )
 
 _DEFERRAL = (
-    Command("deferral_time", WARNED, "recorded; the job is not held back until then yet",
-            ("DeferralTime",), ("deferraltime",)),
-    Command("deferral_window", WARNED, "recorded", ("DeferralWindow",), ("deferralwindow",)),
-    Command("deferral_prep_time", WARNED, "recorded", ("DeferralPrepTime",),
-            ("deferralpreptime",)),
+    Command("deferral_time", SUPPORTED, "the job stays idle, no demand and not matched, until "
+            "then (a time or an expression, e.g. QDate + 3600)", ("DeferralTime",),
+            ("deferraltime",)),
+    Command("deferral_window", WARNED, "recorded; a job that starts late still runs (HTCondor "
+            "holds one that misses its window)", ("DeferralWindow",), ("deferralwindow",)),
+    Command("deferral_prep_time", WARNED, "recorded; the job is matched from its deferral time "
+            "on, not before", ("DeferralPrepTime",), ("deferralpreptime",)),
     *(Command(name, WARNED, "recorded; the job runs once, at once, not on the schedule",
               (attr,), (attr.lower(),))
       for name, attr in (("cron_minute", "CronMinute"), ("cron_hour", "CronHour"),

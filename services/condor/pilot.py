@@ -35,6 +35,8 @@ class PilotContext:
     cpus: int = 1
     memory_mb: int = 1024
     disk_mb: int = 4096
+    # Custom resources it hands out per claim like cpus, by slot ad name: {"GPUs": 1, ...}
+    resources: dict[str, int] = field(default_factory=dict)
     idle_timeout_s: float = 1200.0  # GlideinWMS: a glidein with no job for 20 minutes leaves
     max_lifetime_s: float = 86400.0
     instance_id: str = ""
@@ -75,6 +77,7 @@ def pilot_environment(entry: EntryConfig, pilot_id: str, *, factory: str, group:
         "BURST_FACTORY": factory, "BURST_PROVIDER": entry.provider,
         "BURST_CPUS": str(entry.cpus), "BURST_MEMORY_MB": str(entry.memory_mb),
         "BURST_DISK_MB": str(entry.disk_mb),
+        "BURST_RESOURCES": json.dumps(entry.custom_resources()),
         "BURST_IDLE_TIMEOUT_S": str(idle_lifetime_s or entry.idle_timeout_s),
         "BURST_MAX_LIFETIME_S": str(entry.max_lifetime_s), "BURST_GROUP": group,
         "BURST_INSTANCE_TYPE": entry.instance_type,

@@ -4,7 +4,10 @@
     Resources free now ────────────────┴─▶ slot_ad() ─▶ ClassAd the negotiator matches jobs against
 
 As in HTCondor, the partitionable slot advertises what is *free* as Cpus,
-Memory (MiB) and Disk (KiB), and its totals as TotalCpus/TotalMemory/TotalDisk.
+Memory (MiB) and Disk (KiB), and its totals as TotalCpus/TotalMemory/TotalDisk;
+custom resources an entry declares (gpus = 1, resources = { Boats = 2 }) the
+same way: GPUs / Boats free, TotalGPUs, TotalSlotGPUs, DetectedGPUs, and all of
+them named in MachineResources.
 The glidein advertises it (carving claims out of it, services/glidein/logic.py)
 and the factory builds an entry's prototype with it before any pilot exists,
 so both always agree. Pure: no I/O, no clock (the host's CPU name aside).
@@ -13,8 +16,8 @@ so both always agree. Pure: no I/O, no clock (the host's CPU name aside).
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import classad2
@@ -45,17 +48,26 @@ class Resources:
     cpus: int
     memory_mb: int
     disk_mb: int
+    custom: Mapping[str, int] = field(default_factory=dict)  # GPUs, Boats, ... by slot ad name
 
     def fits_in(self, other: Resources) -> bool:
         return (self.cpus <= other.cpus and self.memory_mb <= other.memory_mb
-                and self.disk_mb <= other.disk_mb)
+                and self.disk_mb <= other.disk_mb
+                and all(amount <= other.amount(name) for name, amount in self.custom.items()))
+
+    def amount(self, name: str) -> int:
+        """How much of custom resource `name` (any case, as ClassAd names) there is."""
+        return next((have for known, have in self.custom.items()
+                     if known.lower() == name.lower()), 0)
 
     def __sub__(self, other: Resources) -> Resources:
         return Resources(self.cpus - other.cpus, self.memory_mb - other.memory_mb,
-                         self.disk_mb - other.disk_mb)
+                         self.disk_mb - other.disk_mb,
+                         {name: have - other.amount(name) for name, have in self.custom.items()})
 
     def __str__(self) -> str:
-        return f"{self.cpus} cpus, {self.memory_mb} MiB memory, {self.disk_mb} MB disk"
+        custom = "".join(f", {amount} {name}" for name, amount in self.custom.items())
+        return f"{self.cpus} cpus, {self.memory_mb} MiB memory, {self.disk_mb} MB disk{custom}"
 
 
 def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
@@ -71,8 +83,9 @@ def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
     requeue a job claimed to it that it no longer has.
     """
     ad = classad2.ClassAd()
+    own = {name.lower() for name in (*BUILTIN, *_resource_attributes(ctx.resources))}
     for name, value in ctx.attributes.items():
-        if name not in BUILTIN:
+        if name.lower() not in own:
             ad[name] = value
     ad["Name"] = f"slot1@{ctx.pilot_id}"
     ad["Machine"] = host or ctx.pilot_id
@@ -81,6 +94,7 @@ def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
     ad["Cpus"], ad["Memory"], ad["Disk"] = free.cpus, free.memory_mb, free.disk_mb * 1024
     ad["TotalCpus"], ad["TotalMemory"] = ctx.cpus, ctx.memory_mb
     ad["TotalDisk"] = ctx.disk_mb * 1024  # KiB, as HTCondor advertises Disk
+    _set_custom(ad, ctx.resources, free)
     ad["IsGlidein"] = True
     ad["PilotId"] = ctx.pilot_id
     _set_glidein(ad, ctx, started_at)
@@ -91,12 +105,32 @@ def slot_ad(ctx: PilotContext, free: Resources, *, host: str = "",
     ad["Arch"] = arch()
     ad["OpSys"] = "LINUX"
     ad["Start"] = True
-    ad["Requirements"] = classad2.ExprTree(REQUIREMENTS)
+    ad["Requirements"] = classad2.ExprTree(
+        " && ".join([REQUIREMENTS, *(_request_fits(name) for name in ctx.resources)]))
     if isolation is not None:
         ad["BurstJobIsolation"] = isolation
     if jobs is not None:
         ad["BurstJobs"] = list(jobs)
     return ad
+
+
+def _resource_attributes(resources: Mapping[str, int]) -> list[str]:
+    return [f"{prefix}{name}" for name in resources
+            for prefix in ("", "Total", "TotalSlot", "Detected")]
+
+
+def _set_custom(ad: classad2.ClassAd, totals: Mapping[str, int], free: Resources) -> None:
+    """Custom resources as HTCondor advertises machine resources of a partitionable slot."""
+    for name, total in totals.items():
+        ad[name] = free.amount(name)
+        ad[f"Total{name}"] = ad[f"TotalSlot{name}"] = ad[f"Detected{name}"] = total
+    ad["MachineResources"] = " ".join(["Cpus", "Memory", "Disk", *totals])
+
+
+def _request_fits(name: str) -> str:
+    """The slot's side of a custom resource: a job asks for no more than is free."""
+    return (f"ifThenElse(isUndefined(TARGET.Request{name}), 0, TARGET.Request{name})"
+            f" <= MY.{name}")
 
 
 def _set_glidein(ad: classad2.ClassAd, ctx: PilotContext, started_at: float | None) -> None:

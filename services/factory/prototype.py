@@ -17,8 +17,9 @@ def prototype_ad(entry: EntryConfig, factory: str) -> str:
     context = PilotContext(
         pilot_id=f"{entry.name}-prototype", entry=entry.name, site=entry.site, factory=factory,
         provider=entry.provider, cpus=entry.cpus, memory_mb=entry.memory_mb,
-        disk_mb=entry.disk_mb, idle_timeout_s=entry.idle_timeout_s,
+        disk_mb=entry.disk_mb, resources=entry.custom_resources(),
+        idle_timeout_s=entry.idle_timeout_s,
         max_lifetime_s=entry.max_lifetime_s, instance_type=entry.instance_type,
         attributes=dict(entry.attributes))
-    free = Resources(entry.cpus, entry.memory_mb, entry.disk_mb)
+    free = Resources(entry.cpus, entry.memory_mb, entry.disk_mb, entry.custom_resources())
     return str(slot_ad(context, free))

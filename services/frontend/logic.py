@@ -235,6 +235,9 @@ class PairMatch:
     group: bool  # the group's match expression accepts the pair
     request_cpus: int
     request_memory_mb: int  # 0 when the job does not say
+    # Custom resources (request_gpus, request_<name>) it asks for, with what one pilot of
+    # the entry has of each (its prototype's Total<name>; 0 where it has none)
+    custom: tuple[tuple[str, int, int], ...] = ()
 
 
 class Matcher:
@@ -282,6 +285,7 @@ class Matcher:
             group=_is_true(_evaluate(self._expr(match_expr), job, entry)),
             request_cpus=max(_request(job, entry, "RequestCpus", 1), 1),
             request_memory_mb=_request(job, entry, "RequestMemory", 0),
+            custom=_custom_requests(job, entry),
         )
         self._pairs[key] = found
         return found
@@ -327,12 +331,31 @@ def _request(job: classad2.ClassAd, entry: classad2.ClassAd, attr: str, default:
     return max(math.ceil(value), 0)
 
 
+_BUILTIN_REQUESTS = ("requestcpus", "requestmemory", "requestdisk")
+
+
+def _custom_requests(job: classad2.ClassAd, entry: classad2.ClassAd
+                     ) -> tuple[tuple[str, int, int], ...]:
+    """(name, asked, one pilot's total) of each custom resource the job asks for."""
+    found = []
+    for attr in job:
+        if attr.lower().startswith("request") and attr.lower() not in _BUILTIN_REQUESTS:
+            asked = _request(job, entry, attr, 0)
+            if asked > 0:
+                name = attr[len("Request"):]
+                total = entry.eval(f"Total{name}") if f"Total{name}" in entry else 0
+                found.append((name, asked, total if isinstance(total, int)
+                              and not isinstance(total, bool) else 0))
+    return tuple(found)
+
+
 def _jobs_per_pilot(pair: PairMatch, entry: EntryInfo) -> int:
     """How many jobs of one autocluster one pilot of the entry takes; 0: none fits."""
-    by_cpus = entry.cpus // pair.request_cpus
-    if pair.request_memory_mb <= 0:
-        return by_cpus
-    return min(by_cpus, entry.memory_mb // pair.request_memory_mb)
+    fits = [entry.cpus // pair.request_cpus,
+            *(total // asked for _name, asked, total in pair.custom)]
+    if pair.request_memory_mb > 0:
+        fits.append(entry.memory_mb // pair.request_memory_mb)
+    return min(fits)
 
 
 def _sites(desired_sites: str) -> set[str]:
@@ -341,10 +364,18 @@ def _sites(desired_sites: str) -> set[str]:
 
 
 def _too_big(pairs: Mapping[str, PairMatch | None], entries: Sequence[EntryInfo]) -> str:
-    """The usual reason nothing matches, said plainly: no pilot is that large."""
+    """The usual reason nothing matches, said plainly: no pilot is that large, or has none
+    of a custom resource the job asks for."""
     pair = next((p for p in pairs.values() if p is not None), None)
     if pair is None:
         return ""
+    for name, asked, _ in pair.custom:
+        most = max((total for p in pairs.values() if p is not None
+                    for n, _asked, total in p.custom if n == name), default=0)
+        if most == 0:
+            return f"no entry offers {name} (it asks for {asked})"
+        if most < asked:
+            return f"no entry has pilots with {asked} {name} (the most: {most})"
     most_memory = max(e.memory_mb for e in entries)
     most_cpus = max(e.cpus for e in entries)
     if pair.request_memory_mb > most_memory:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from services.condor.pilot import DEFAULT_SLOT_USERS, PilotContext
-from services.runtime.config import DEFAULT_AMQP_URL, PROVIDERS, ConfigError
+from services.runtime.config import DEFAULT_AMQP_URL, PROVIDERS, ConfigError, resource_problem
 
 from .isolation import parse_slot_users
 
@@ -74,7 +74,7 @@ def _flag(value: Any, where: str) -> bool:
     raise ContextError(f"{where}: expected true or false, got {value!r}")
 
 
-def _attributes(value: Any, where: str) -> dict[str, Any]:
+def _json_object(value: Any, where: str, of: str) -> dict[str, Any]:
     if isinstance(value, str):
         if not value.strip():
             return {}
@@ -83,11 +83,27 @@ def _attributes(value: Any, where: str) -> dict[str, Any]:
         except ValueError as exc:
             raise ContextError(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ContextError(f"{where}: expected a JSON object of slot ad attributes")
+        raise ContextError(f"{where}: expected a JSON object of {of}")
+    return dict(value)
+
+
+def _attributes(value: Any, where: str) -> dict[str, Any]:
+    value = _json_object(value, where, "slot ad attributes")
     for name in value:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
             raise ContextError(f"{where}: {name!r} is not a ClassAd attribute name")
     return dict(value)
+
+
+def _resources(value: Any, where: str) -> dict[str, int]:
+    """Custom resources: a JSON object of names and whole amounts, {"GPUs": 1, "Boats": 2}."""
+    resources = _json_object(value, where, "custom resources")
+    for name, amount in resources.items():
+        if problem := resource_problem(name):
+            raise ContextError(f"{where}: {name!r}: {problem}")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise ContextError(f"{where}: {name}: expected a whole amount >= 0, got {amount!r}")
+    return resources
 
 
 def _path(value: Any, where: str) -> Path:
@@ -112,6 +128,7 @@ KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "cpus": ("BURST_CPUS", _positive_int),
     "memory_mb": ("BURST_MEMORY_MB", _positive_int),
     "disk_mb": ("BURST_DISK_MB", _positive_int),
+    "resources": ("BURST_RESOURCES", _resources),
     "idle_timeout_s": ("BURST_IDLE_TIMEOUT_S", _seconds),
     "max_lifetime_s": ("BURST_MAX_LIFETIME_S", _seconds),
     "instance_id": ("BURST_INSTANCE_ID", _text),
@@ -196,6 +213,7 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
         pilot_id=pilot_id, entry=value.get("entry", ""), site=value.get("site", ""),
         factory=value.get("factory", ""), provider=provider, cpus=value.get("cpus", 1),
         memory_mb=value.get("memory_mb", 1024), disk_mb=value.get("disk_mb", 4096),
+        resources=value.get("resources", {}),
         idle_timeout_s=value.get("idle_timeout_s", 1200.0),
         max_lifetime_s=value.get("max_lifetime_s", 86400.0), instance_id=instance_id,
         instance_type=value.get("instance_type", ""), spot=value.get("spot", False),

@@ -203,7 +203,7 @@ class Glidein:
             claims=sorted(claim_digest(c) for c in self.slot.claims), entry=self.ctx.entry,
             site=self.ctx.site,
             provider=self.ctx.provider, seq=self.seq, lease_s=self.config.lease_s,
-            time=time.time(), jobs=jobs))
+            time=time.time(), jobs=jobs, free_resources=dict(free.custom)))
 
     # --- claims -------------------------------------------------------------------------------
 
@@ -221,7 +221,8 @@ class Glidein:
             self.outbox.put(self._report(msg, "rejected", reason=refusal), msg.schedd,
                             final=True)
             return
-        claimed = self.slot.claim(msg.claim_id, msg.cpus, msg.memory_mb, msg.disk_mb)
+        claimed = self.slot.claim(msg.claim_id, msg.cpus, msg.memory_mb, msg.disk_mb,
+                                  msg.resources)
         run = JobRun(msg, self._machine_ad(claimed), self.ctx.work_dir,
                      config=self.config.executor, substitute=self.substitute,
                      user=self.slot_users.acquire())

@@ -104,12 +104,19 @@ class EntryConfig:
     cpus: Size = 1
     memory_mb: Size = 1024
     disk_mb: Size = 4096
+    # Custom resources each pilot hands out per claim like cpus (request_gpus, request_<name>)
+    gpus: Count = 0
+    resources: dict[str, Count] = field(default_factory=dict)  # e.g. { Boats = 2 }
     idle_timeout_s: Seconds = 1200.0  # GlideinWMS default: 20 minutes without a job
     max_lifetime_s: Seconds = 86400.0
     limits: EntryLimits = field(default_factory=EntryLimits)
     attributes: dict[str, Any] = field(default_factory=dict)  # extra slot ad attributes
     faults: dict[str, Any] = field(default_factory=dict)  # embedded cloud: services/cloud/faults.py
     slot_users: str = "60001-60064"  # who jobs run as under a root pilot (BURST_SLOT_USERS)
+
+    def custom_resources(self) -> dict[str, int]:
+        """What a pilot carries besides cpus, memory and disk, by slot ad name (GPUs, ...)."""
+        return {**({"GPUs": self.gpus} if self.gpus else {}), **self.resources}
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,9 @@ class ServiceTimers:
     factory_interval_s: Seconds = 5.0
     slot_lease_s: Seconds = 60.0
     claim_grace_s: Seconds = 10.0  # schedd: a slot ad this much newer than a claim lists it
+    # schedd: how often PeriodicHold/Release/Remove are evaluated (HTCondor's
+    # PERIODIC_EXPR_INTERVAL, 60 s)
+    periodic_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     cloud_port: Count = 5000  # the embedded cloud's EC2/S3 endpoint; 0 = any free port
     cloud_boot_delay_s: Seconds = 2.0  # pending -> running in the embedded cloud
     cloud_interval_s: Seconds = 0.5  # the embedded cloud's VM host watch cycle
@@ -198,6 +208,7 @@ def load_pool_config(path: Path | str) -> PoolConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = str(path)
     _refuse_unknown(_PoolFile, raw, where, "")
+    _check_amounts(raw, where)
     try:
         pool = msgspec.convert(raw, _PoolFile)
     except msgspec.ValidationError as exc:
@@ -234,6 +245,19 @@ def _refuse_unknown(cls: type, raw: Any, where: str, key: str) -> None:
                 _refuse_unknown(get_args(inner)[0], item, where, f"{name}[{i}]")
 
 
+def _check_amounts(raw: dict, where: str) -> None:
+    """Amounts of custom resources, checked before msgspec, which would name a bad one
+    `resources[...]` and not say which."""
+    entries = raw.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        resources = entry.get("resources") if isinstance(entry, dict) else None
+        for name, amount in (resources.items() if isinstance(resources, dict) else ()):
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+                got = type(amount).__name__ if not isinstance(amount, int) else repr(amount)
+                raise ConfigError(f"{where}: entry[{i}].resources.{name}: expected int >= 0, "
+                                  f"got {got}")
+
+
 _AT = re.compile(r"^(?P<what>.*) - at `\$\.?(?P<key>.*)`$")
 _WORDS = {"`object`": "table", "`array`": "array of tables"}  # msgspec's names, TOML's words
 
@@ -258,7 +282,26 @@ def _value_at(raw: Any, key: str) -> Any:
     return raw
 
 
+# A custom resource is advertised as <Name>, Total<Name>, ... and asked for as
+# Request<Name>: a ClassAd name of 2 or more characters (HTCondor's rule), not one of these.
+RESOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]+")
+BUILTIN_RESOURCES = ("cpus", "memory", "disk", "swap")
+
+
+def resource_problem(name: str) -> str:
+    """Why `name` cannot name a custom resource ("" if it can)."""
+    if not RESOURCE_NAME.fullmatch(name):
+        return "a resource name is a letter then letters, digits or '_' (2 or more)"
+    if name.lower() in BUILTIN_RESOURCES:
+        return f"{name} is a built-in resource (cpus, memory_mb, disk_mb)"
+    return ""
+
+
 def _check_entry(entry: EntryConfig, where: str) -> None:
+    for name in entry.resources:
+        if problem := resource_problem(name) or (
+                "declare GPUs with gpus = N" if name.lower() == "gpus" else ""):
+            raise ConfigError(f"{where}.resources.{name}: {problem}")
     if entry.driver not in DRIVERS:
         raise ConfigError(f"{where}.driver: {entry.driver!r} is not one of {', '.join(DRIVERS)}")
     if entry.provider not in PROVIDERS:

@@ -13,7 +13,8 @@ from .store import Store
 def _build(name, settings, pool, bus) -> Schedd:
     return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus,
                   spool_dir=settings.path("spool", name), private_dir=settings.state_dir,
-                  claim_grace_s=pool.services.claim_grace_s)
+                  claim_grace_s=pool.services.claim_grace_s,
+                  periodic_interval_s=pool.services.periodic_interval_s)
 
 
 command = service.named_command(

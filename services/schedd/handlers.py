@@ -30,7 +30,7 @@ from services.runtime import security
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
-from . import logic, queue, transfer, userlog
+from . import logic, policy, queue, transfer, userlog
 from .logic import Job
 from .store import Store, Tx
 
@@ -40,6 +40,7 @@ DEMAND_DEBOUNCE_S = 0.3
 DEMAND_REFRESH_S = 15.0
 CLAIM_TIMEOUT_S = 120.0
 CLAIM_GRACE_S = 10.0
+PERIODIC_INTERVAL_S = 60.0  # HTCondor's PERIODIC_EXPR_INTERVAL
 SPOOL_CLEANUP_S = 60.0
 MAX_IDS = 10_000  # job ids one query or action may name (SQLite binds two per id)
 
@@ -47,12 +48,14 @@ MAX_IDS = 10_000  # job ids one query or action may name (SQLite binds two per i
 class Schedd:
     def __init__(self, name: str, store: Store, bus: Bus, *,
                  claim_timeout_s: float = CLAIM_TIMEOUT_S, claim_grace_s: float = CLAIM_GRACE_S,
+                 periodic_interval_s: float = PERIODIC_INTERVAL_S,
                  spool_dir: Path | None = None, private_dir: Path | None = None):
         self.name = name
         self.store = store
         self.bus = bus
         self.claim_timeout_s = claim_timeout_s
         self.claim_grace_s = claim_grace_s
+        self.periodic_interval_s = periodic_interval_s
         # Input files of queued jobs, as submissions brought them: the schedd's own files.
         self.spool_dir = spool_dir or store.path.parent / "spool"
         # No job's file is ever written in here (the queue, the pool key, the spool).
@@ -61,6 +64,7 @@ class Schedd:
         self._demand_dirty = True
         self._demand_seq = 0
         self._last_demand = 0.0
+        self._next_deferral: float | None = None  # the first deferred job's time: demand then
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -85,6 +89,8 @@ class Schedd:
     def started(self) -> None:
         self.bus.call_every(DEMAND_DEBOUNCE_S, self.publish_demand)
         self.bus.call_every(10.0, self.expire_claims, first_delay_s=10.0)
+        self.bus.call_every(self.periodic_interval_s, self.evaluate_periodic,
+                            first_delay_s=self.periodic_interval_s)
         self.bus.call_every(3600.0, lambda: self.store.prune_processed(86400.0))
         self.bus.call_every(SPOOL_CLEANUP_S, self.clean_spool, first_delay_s=SPOOL_CLEANUP_S)
 
@@ -118,22 +124,27 @@ class Schedd:
 
     def on_job_submit(self, msg: J.JobSubmit, ctx: Context) -> J.JobSubmitted:
         _require_owner(ctx, msg.owner, "submit jobs")
+        now = time.time()
         ads = []
         for proc in msg.procs:
             try:
-                ads.append((proc.proc, classad2.ClassAd(proc.ad)))
+                ad = classad2.ClassAd(proc.ad)
             except Exception as exc:  # classad2 raises its own parse errors
                 raise PermanentError(f"job {msg.cluster}.{proc.proc}: bad ClassAd: {exc}") from None
+            try:
+                ads.append((proc.proc, ad, policy.on_queue(ad, now)))
+            except ValueError as exc:
+                raise PermanentError(f"job {msg.cluster}.{proc.proc}: {exc}") from None
         if not ads:
             raise PermanentError(f"cluster {msg.cluster}: no jobs to queue")
         try:
             spools = logic.spool_dirs(msg, max_bytes=transfer.MAX_INLINE_BYTES)
         except logic.InvalidMessage as exc:
             raise PermanentError(str(exc)) from None
-        return self._transact(ctx, lambda tx: self._queue_cluster(tx, msg, ads, spools))
+        return self._transact(ctx, lambda tx: self._queue_cluster(tx, msg, ads, spools, now))
 
     def _queue_cluster(self, tx: Tx, msg: J.JobSubmit, ads: list,
-                       spools: dict[int, str]) -> J.JobSubmitted:
+                       spools: dict[int, str], now: float) -> J.JobSubmitted:
         row = tx.one("SELECT owner, submitted_at FROM clusters WHERE cluster = ?", (msg.cluster,))
         if row is None:
             raise PermanentError(f"cluster {msg.cluster} was not allocated by schedd {self.name}")
@@ -144,9 +155,8 @@ class Schedd:
         for index, directory in spools.items():
             transfer.spool(self.spool_dir / directory, msg.input_sets[index])
         spool_of = {proc.proc: spools.get(proc.inputs) for proc in msg.procs}
-        now = time.time()
         ids, held = [], []
-        for proc, ad in ads:
+        for proc, ad, queued in ads:
             key = queue.autocluster_of(ad, msg.owner)
             tx.execute("INSERT OR IGNORE INTO autoclusters (id, owner, ad, desired_sites) "
                        "VALUES (?, ?, ?, ?)", (key.id, msg.owner, key.ad, key.desired_sites))
@@ -155,17 +165,19 @@ class Schedd:
             hold_reason = _submitted_on_hold(ad)
             tx.execute(
                 "INSERT INTO jobs (cluster, proc, owner, state, hold_reason, ad, autocluster, "
-                "request_cpus, request_memory_mb, request_disk_mb, submitted_at, spool) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "request_cpus, request_memory_mb, request_disk_mb, submitted_at, spool, "
+                "not_before, periodic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (msg.cluster, proc, msg.owner, "held" if hold_reason else "idle",
-                 hold_reason or "", str(ad), key.id, cpus, memory, disk, now, spool_of[proc]))
+                 hold_reason or "", queued.ad, key.id, cpus, memory, disk, now, spool_of[proc],
+                 queued.not_before, int(queued.periodic)))
             ids.append(job_id(msg.cluster, proc))
             lines = logic.user_log(ad, msg.cluster, proc, userlog.SUBMITTED,
                                    f"Job submitted from host: <{self.name}>", "", now)
             if hold_reason:
                 held.append((ids[-1], hold_reason))
                 lines += logic.user_log(ad, msg.cluster, proc, userlog.HELD, "Job was held.",
-                                        hold_reason, now)
+                                        f"{hold_reason}\n\tCode {policy.SUBMITTED_ON_HOLD} "
+                                        "Subcode 0", now)
             for line in lines:
                 userlog.append(line.path, line.text, iwd=line.iwd, owner=msg.owner,
                                private_dir=self.private_dir)
@@ -175,7 +187,8 @@ class Schedd:
                                    owner=msg.owner)
         tx.emit(submitted)
         for held_id, reason in held:  # after job.submitted, so every view folds them as held
-            tx.emit(J.JobHeld(schedd=self.name, job_id=held_id, owner=msg.owner, reason=reason))
+            tx.emit(J.JobHeld(schedd=self.name, job_id=held_id, owner=msg.owner, reason=reason,
+                              code=policy.SUBMITTED_ON_HOLD))
         log.info("event=cluster_submitted cluster=%d jobs=%d held=%d owner=%s", msg.cluster,
                  len(ids), len(held), msg.owner)
         return submitted
@@ -190,7 +203,7 @@ class Schedd:
                                tuple(args))
         viewer = ctx.principal or security.UNCHECKED
         return J.JobList(schedd=self.name,
-                         jobs=[queue.job_view(dict(r), self.reasons,
+                         jobs=[queue.job_view(dict(r), self.reasons, now=time.time(),
                                               details=viewer.may_act_for(r["owner"]))
                                for r in rows])
 
@@ -248,7 +261,9 @@ class Schedd:
         now = time.time()
         for claim in msg.claims:
             row = tx.one("SELECT * FROM jobs WHERE autocluster = ? AND state = 'idle' AND "
-                         "claim_id IS NULL ORDER BY cluster, proc LIMIT 1", (msg.autocluster,))
+                         "claim_id IS NULL AND (not_before IS NULL OR not_before <= ?) "
+                         "ORDER BY cluster, proc "
+                         "LIMIT 1", (msg.autocluster, now))
             if row is None:
                 log.info("event=claim_unused autocluster=%s claim=%s", msg.autocluster,
                          claim.claim_id)
@@ -317,7 +332,7 @@ class Schedd:
                           "state IN ('idle', 'running')", (msg.pilot_id,))
             for row in rows:
                 self._apply(tx, logic.pilot_gone(Job.from_row(row), msg.pilot_id, msg.reason,
-                                                 schedd=self.name))
+                                                 schedd=self.name, now=time.time()))
 
         self._transact(ctx, requeue)
 
@@ -356,6 +371,21 @@ class Schedd:
 
         self._transact(None, expire)
 
+    def evaluate_periodic(self) -> None:
+        """PeriodicHold, PeriodicRelease and PeriodicRemove of the jobs that have them."""
+        now = time.time()
+
+        def evaluate(tx: Tx) -> None:
+            for row in tx.all("SELECT * FROM jobs WHERE periodic = 1 AND "
+                              "state IN ('idle', 'running', 'held')"):
+                plan = logic.periodic(Job.from_row(row), schedd=self.name, now=now)
+                if not plan.refused:
+                    log.info("event=job_policy job=%s state=%s reason=%r", plan.job.id,
+                             plan.changes.get("state"), plan.events[0].reason)
+                self._apply(tx, plan)
+
+        self._transact(None, evaluate)
+
     def _apply(self, tx: Tx, plan: logic.Plan) -> None:
         """Carry out a decision inside the handler's transaction."""
         if plan.job is not None and plan.changes:
@@ -376,21 +406,30 @@ class Schedd:
 
     def publish_demand(self) -> None:
         now = time.time()
+        if self._next_deferral is not None and now >= self._next_deferral:
+            self._demand_dirty = True  # a deferred job's time has come: it is demand now
         if not self._demand_dirty and now - self._last_demand < DEMAND_REFRESH_S:
             return
         self._demand_dirty = False
         self._last_demand = now
         self._demand_seq += 1
         self.bus.emit(DemandSnapshot(schedd=self.name, seq=self._demand_seq,
-                                     autoclusters=self.demand(), time=now))
+                                     autoclusters=self.demand(now), time=now))
 
-    def demand(self) -> list[AutoCluster]:
+    def demand(self, now: float | None = None) -> list[AutoCluster]:
+        """Idle and running jobs per autocluster; a job deferred past `now` is neither."""
+        now = time.time() if now is None else now
         rows = self.store.read(
             "SELECT a.id, a.owner, a.ad, a.desired_sites, "
             "SUM(j.state = 'idle' AND j.claim_id IS NULL) AS idle, "
             "SUM(j.state = 'running' OR (j.state = 'idle' AND j.claim_id IS NOT NULL)) AS running "
             "FROM jobs j JOIN autoclusters a ON a.id = j.autocluster "
-            "WHERE j.state IN ('idle', 'running') GROUP BY a.id ORDER BY a.id")
+            "WHERE j.state IN ('idle', 'running') AND NOT (j.state = 'idle' AND "
+            "j.claim_id IS NULL AND j.not_before IS NOT NULL AND j.not_before > ?) "
+            "GROUP BY a.id ORDER BY a.id", (now,))
+        (deferred,) = self.store.read("SELECT MIN(not_before) FROM jobs WHERE state = 'idle' "
+                                      "AND not_before > ?", (now,))
+        self._next_deferral = deferred[0]
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
                             running=int(r["running"] or 0), desired_sites=r["desired_sites"])
                 for r in rows]

@@ -8,13 +8,17 @@
                 └── release ── held ◀── hold; a held report; a file that cannot be moved
     idle+claim or running, and the pilot's slot ad no longer lists the job ──▶ idle
     remove: any state but completed/removed ──▶ removed   (job.kill if it holds a claim)
+    a run ends: the job's policy (policy.py) says completed, idle again, held or removed
+    the periodic timer: PeriodicHold / PeriodicRelease / PeriodicRemove (policy.py)
 
 Each transition takes one Job (the columns of its row) and plain values: the
 message, `now`, the schedd's name and what a file transfer gave. It returns a
 Plan: the columns to change, the commands to send, the events to emit and the
 user-log lines to write. handlers.py applies a plan inside the transaction of
 the message being handled; nothing here touches SQLite, files, the bus or the
-clock. How the queue groups and shows jobs is queue.py.
+clock. Every transition also updates the job's stored ad (JobStatus,
+EnteredCurrentStatus, NumJobStarts, ExitCode, HoldReasonCode, ...), which is what
+policy expressions read. How the queue groups and shows jobs is queue.py.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from services.condor import jobad
 from services.condor.claims import claim_digest
 from services.runtime.security import Principal
 
-from . import userlog
-from .queue import job_id
+from . import policy, userlog
+from .queue import custom_requests, job_id
 
 TERMINAL = ("completed", "removed")
 HELD_STATUS = 5  # HTCondor's JobStatus of a held job
@@ -122,18 +126,13 @@ def job_action(job: Job, action: str, reason: str, *, actor: Principal, schedd: 
     if action == "release":
         if job.state != "held":
             return refused(job, f"is {job.state}, not held")
-        return Plan(job, {"state": "idle", "hold_reason": "", **NO_CLAIM},
-                    events=(J.JobReleased(schedd=schedd, job_id=job.id, owner=job.owner),),
-                    user_log=_log(job, userlog.RELEASED, "Job was released.", reason, now))
+        return release(job, reason, schedd=schedd, now=now)
     if job.state in TERMINAL or (action == "hold" and job.state == "held"):
         return refused(job, f"is already {job.state}")
-    kill = _kill(job, reason or f"{action} by user")
     if action == "remove":
-        return Plan(job, {"state": "removed", "finished_at": now, **NO_CLAIM}, commands=kill,
-                    events=(J.JobRemoved(schedd=schedd, job_id=job.id, owner=job.owner,
-                                         reason=reason),),
-                    user_log=_log(job, userlog.ABORTED, "Job was aborted.", reason, now))
-    return replace(hold(job, reason or "held by user", schedd=schedd, now=now), commands=kill)
+        return remove(job, reason, schedd=schedd, now=now)
+    return hold(job, reason or "held by user", schedd=schedd, now=now,
+                code=policy.USER_REQUEST)
 
 
 def missing_ids(requested: Iterable[str], found: Iterable[str]) -> dict[str, str]:
@@ -194,7 +193,7 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
     if job.state != "idle" or job.claim_id:
         return refused(job, f"is {job.state} with claim {job.claim_id}, not idle")
     if isinstance(inputs, TransferFailed):
-        return hold(job, inputs.reason, schedd=schedd, now=now)
+        return hold(job, inputs.reason, schedd=schedd, now=now, code=policy.UPLOAD_FILE_ERROR)
     executable, files = inputs
     ad = job.classad
     activation = ClaimActivate(
@@ -203,7 +202,10 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
         environment=jobad.environment(ad), files=files, cpus=claim.cpus,
         memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
         output_files=jobad.string_list(ad, "TransferOutput"),
-        stream_names=jobad.stream_names(ad))
+        stream_names=jobad.stream_names(ad),
+        # What the negotiator carved; until it says, what the job asks for (the pilot
+        # refuses a claim its slot cannot give).
+        resources=dict(claim.resources) or custom_requests(ad))
     # The claim id is a capability: never on the public event stream (the field stays, empty).
     matched = J.JobMatched(schedd=schedd, job_id=job.id, owner=job.owner, claim_id="",
                            pilot_id=claim.pilot_id, entry=claim.entry, site=claim.site)
@@ -240,48 +242,99 @@ def job_report(job: Job | None, report: J.JobReport, *, sender: Principal, sched
     where = {"pilot_id": report.pilot_id, "entry": report.entry or job.entry,
              "site": report.site or job.site, "provider": report.provider or job.provider}
     if report.state == "running":
-        return Plan(job, {"state": "running", "started_at": now, "runs": job.runs + 1, **where},
+        attrs = policy.start_attrs(job.classad, now)
+        return Plan(job, {"state": "running", "started_at": now, "runs": job.runs + 1, **where,
+                          **_ad(job, "running", now, attrs)},
                     events=(J.JobRunning(schedd=schedd, job_id=job.id, owner=job.owner,
                                          **where),),
                     user_log=_log(job, userlog.EXECUTING, f"Job executing on host: "
                                   f"<{report.pilot_id}> at site {where['site']}", "", now))
     if report.state == "rejected":
         return requeue(job, f"pilot {report.pilot_id} rejected the claim: {report.reason}",
-                       schedd=schedd)
+                       schedd=schedd, now=now)
     if report.state not in FINISHED:
         raise InvalidMessage(f"unknown job report state {report.state!r}")
     if outputs is None:
         raise ValueError(f"job {job.id}: outputs of a {report.state} report not written")
+    done = replace(job, claim_id=None)  # its run is over: nothing left to kill on the pilot
     if isinstance(outputs, TransferFailed):
-        return hold(job, outputs.reason, schedd=schedd, now=now)
+        return hold(done, outputs.reason, schedd=schedd, now=now,
+                    code=policy.DOWNLOAD_FILE_ERROR)
     if report.state == "held":
-        return hold(job, report.reason, schedd=schedd, now=now)
-    return _completed(job, report, outputs, where, schedd=schedd, now=now)
+        return hold(done, report.reason, schedd=schedd, now=now)
+    return _exited(done, report, outputs, where, schedd=schedd, now=now)
+
+
+def _exited(job: Job, report: J.JobReport, outputs: list[str], where: dict[str, Any], *,
+            schedd: str, now: float) -> Plan:
+    """A run ended: its exit goes into the ad, and the job's policy says what follows."""
+    exited = replace(job, ad=policy.with_attrs(job.ad, policy.exit_attrs(
+        job.classad, report.exit_code, report.exit_signal, report.wall_seconds)))
+    verdict = policy.on_exit(exited.classad, now)
+    ran = {"exit_code": report.exit_code, "exit_signal": report.exit_signal, **where}
+    if verdict.action == policy.COMPLETE:
+        return _completed(exited, report, outputs, where, schedd=schedd, now=now)
+    if verdict.action == policy.REQUEUE:
+        how = (f"exited with code {report.exit_code}" if report.exit_signal is None
+               else f"killed by signal {report.exit_signal}")
+        plan = requeue(exited, f"{how}; {verdict.reason}", schedd=schedd, now=now)
+        detail = f"(0) Job terminated and was requeued\n\t{_termination(report)}\n\t" \
+                 f"{verdict.reason}"
+        return replace(plan, changes={**ran, **plan.changes}, user_log=_log(
+            exited, userlog.EVICTED, "Job was evicted.", detail, now))
+    if verdict.action == policy.HOLD:
+        plan = hold(exited, verdict.reason, schedd=schedd, now=now, code=verdict.code,
+                    subcode=verdict.subcode)
+    else:
+        plan = remove(exited, verdict.reason, schedd=schedd, now=now)
+    return replace(plan, changes={**ran, **plan.changes})
+
+
+def _termination(report: J.JobReport) -> str:
+    """How a run ended, in HTCondor's user-log words."""
+    if report.exit_signal is None:
+        return f"(1) Normal termination (return value {report.exit_code})"
+    return f"(0) Abnormal termination (signal {report.exit_signal})"
 
 
 def _completed(job: Job, report: J.JobReport, outputs: list[str], where: dict[str, Any], *,
                schedd: str, now: float) -> Plan:
-    how = (f"(1) Normal termination (return value {report.exit_code})"
-           if report.exit_signal is None else
-           f"(0) Abnormal termination (signal {report.exit_signal})")
     return Plan(
         job, {"state": "completed", "exit_code": report.exit_code,
               "exit_signal": report.exit_signal, "finished_at": now,
-              "started_at": job.started_at or now - report.wall_seconds, **where, **NO_CLAIM},
+              "started_at": job.started_at or now - report.wall_seconds, **where, **NO_CLAIM,
+              **_ad(job, "completed", now, {"CompletionDate": int(now)})},
         events=(J.JobCompleted(schedd=schedd, job_id=job.id, owner=job.owner,
                                exit_code=report.exit_code, exit_signal=report.exit_signal,
                                wall_seconds=report.wall_seconds, outputs=outputs, **where),),
-        user_log=_log(job, userlog.TERMINATED, "Job terminated.", how, now))
+        user_log=_log(job, userlog.TERMINATED, "Job terminated.", _termination(report), now))
+
+
+# --- the periodic timer ----------------------------------------------------------------------
+
+
+def periodic(job: Job, *, schedd: str, now: float) -> Plan:
+    """What the job's periodic expressions say now (PeriodicHold, PeriodicRelease,
+    PeriodicRemove): held, released or removed, with a claim it holds killed."""
+    verdict = policy.periodic(job.ad, job.state, now)
+    if verdict is None:
+        return refused(job, "no periodic expression fires")
+    if verdict.action == policy.RELEASE:
+        return release(job, verdict.reason, schedd=schedd, now=now)
+    if verdict.action == policy.REMOVE:
+        return remove(job, verdict.reason, schedd=schedd, now=now)
+    return hold(job, verdict.reason, schedd=schedd, now=now, code=verdict.code,
+                subcode=verdict.subcode)
 
 
 # --- pilots that go away, claims that are never started --------------------------------------
 
 
-def pilot_gone(job: Job, pilot_id: str, reason: str, *, schedd: str) -> Plan:
+def pilot_gone(job: Job, pilot_id: str, reason: str, *, schedd: str, now: float) -> Plan:
     """The pilot exited or was lost: a job it held (matched or running) waits again."""
     if job.pilot_id != pilot_id or not job.claim_id or job.state not in ("idle", "running"):
         return refused(job, f"holds no claim on pilot {pilot_id}")
-    return requeue(job, f"pilot {pilot_id} went away: {reason}", schedd=schedd)
+    return requeue(job, f"pilot {pilot_id} went away: {reason}", schedd=schedd, now=now)
 
 
 def reconcile(job: Job, ad: SlotAdvertised, *, received_at: float, grace_s: float,
@@ -296,7 +349,8 @@ def reconcile(job: Job, ad: SlotAdvertised, *, received_at: float, grace_s: floa
         return refused(job, "sent to the pilot too recently for this ad to know it")
     if job.id in ad.jobs or claim_digest(job.claim_id) in ad.claims:
         return refused(job, "the pilot holds it")
-    plan = requeue(job, f"pilot {ad.pilot_id} no longer runs it", schedd=schedd)
+    plan = requeue(job, f"pilot {ad.pilot_id} no longer runs it", schedd=schedd,
+                   now=received_at)
     return replace(plan, commands=_kill(job, "the pilot no longer holds this claim"))
 
 
@@ -313,24 +367,56 @@ def expire_claim(job: Job, *, now: float, timeout_s: float, schedd: str) -> Plan
             or job.matched_at >= now - timeout_s):
         return refused(job, "no claim waiting past its timeout")
     plan = requeue(job, f"pilot {job.pilot_id} did not start it within {timeout_s:g}s",
-                   schedd=schedd)
+                   schedd=schedd, now=now)
     return replace(plan, commands=_kill(job, "claim not activated in time"))
 
 
 # --- the transitions several decisions share -------------------------------------------------
 
 
-def hold(job: Job, reason: str, *, schedd: str, now: float) -> Plan:
-    return Plan(job, {"state": "held", "hold_reason": reason, **NO_CLAIM},
+def hold(job: Job, reason: str, *, schedd: str, now: float,
+         code: int = policy.UNSPECIFIED, subcode: int = 0) -> Plan:
+    """Held with HTCondor's HoldReasonCode `code`; a claim it holds is killed on its pilot."""
+    attrs = policy.hold_attrs(job.classad, reason, code, subcode)
+    return Plan(job, {"state": "held", "hold_reason": reason, **NO_CLAIM,
+                      **_ad(job, "held", now, attrs)},
+                commands=_kill(job, reason),
                 events=(J.JobHeld(schedd=schedd, job_id=job.id, owner=job.owner,
-                                  reason=reason),),
-                user_log=_log(job, userlog.HELD, "Job was held.", reason, now))
+                                  reason=reason, code=code, subcode=subcode),),
+                user_log=_log(job, userlog.HELD, "Job was held.",
+                              f"{reason}\n\tCode {code} Subcode {subcode}", now))
 
 
-def requeue(job: Job, reason: str, *, schedd: str) -> Plan:
-    return Plan(job, {"state": "idle", **NOT_PLACED, **NO_CLAIM},
+def release(job: Job, reason: str, *, schedd: str, now: float) -> Plan:
+    return Plan(job, {"state": "idle", "hold_reason": "", **NO_CLAIM,
+                      **_ad(job, "idle", now, policy.release_attrs(job.classad))},
+                events=(J.JobReleased(schedd=schedd, job_id=job.id, owner=job.owner,
+                                      reason=reason),),
+                user_log=_log(job, userlog.RELEASED, "Job was released.", reason, now))
+
+
+def remove(job: Job, reason: str, *, schedd: str, now: float) -> Plan:
+    """Removed (`reason` may be ""); a claim it holds is killed on its pilot."""
+    attrs = {"RemoveReason": reason or "removed by its owner"}
+    return Plan(job, {"state": "removed", "finished_at": now, **NO_CLAIM,
+                      **_ad(job, "removed", now, attrs)},
+                commands=_kill(job, reason or "remove by user"),
+                events=(J.JobRemoved(schedd=schedd, job_id=job.id, owner=job.owner,
+                                     reason=reason),),
+                user_log=_log(job, userlog.ABORTED, "Job was aborted.", reason, now))
+
+
+def requeue(job: Job, reason: str, *, schedd: str, now: float) -> Plan:
+    return Plan(job, {"state": "idle", **NOT_PLACED, **NO_CLAIM, **_ad(job, "idle", now)},
                 events=(J.JobRequeued(schedd=schedd, job_id=job.id, owner=job.owner,
                                       reason=reason),))
+
+
+def _ad(job: Job, state: str, now: float, attrs: Mapping[str, Any] | None = None
+        ) -> dict[str, str]:
+    """The `ad` column after a move to `state` with `attrs` (none if nothing changes)."""
+    changed = {**policy.status_change(job.state, state, now), **(attrs or {})}
+    return {"ad": policy.with_attrs(job.ad, changed)} if changed else {}
 
 
 def _kill(job: Job, reason: str) -> tuple[tuple[Any, str], ...]:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 import classad2
@@ -66,6 +67,22 @@ def resource_requests(ad: classad2.ClassAd) -> tuple[int, int, int]:
     return cpus, memory, (disk_kib + 1023) // 1024
 
 
+def custom_requests(ad: classad2.ClassAd) -> dict[str, int]:
+    """Custom resources a job asks for (request_gpus, request_<name>: Request<Name> beyond
+    cpus, memory and disk), by name, whole and above 0."""
+    found = {}
+    for attr in ad:
+        name = attr[len("Request"):]
+        if attr.lower().startswith("request") and name.lower() not in _BUILTIN_REQUESTS:
+            amount = _int(ad.eval(attr), 0)
+            if amount > 0:
+                found[name] = amount
+    return found
+
+
+_BUILTIN_REQUESTS = ("cpus", "memory", "disk", "")
+
+
 def _int(value: object, default: int) -> int:
     if isinstance(value, (bool, classad2.Value)):
         return default
@@ -81,10 +98,20 @@ def idle_reason(reasons_by_source: dict[str, dict[str, str]], autocluster: str) 
     return "; ".join(dict.fromkeys(found))
 
 
+def waiting_reason(row: dict, reasons_by_source: dict[str, dict[str, str]], now: float) -> str:
+    """Why an idle job without a claim waits: its deferral_time, or what the frontend and
+    negotiator said of its autocluster."""
+    if row.get("not_before") and row["not_before"] > now:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["not_before"]))
+        return f"deferred until {when} (deferral_time)"
+    return idle_reason(reasons_by_source, row["autocluster"])
+
+
 def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
-             details: bool = True) -> JobInfo:
+             details: bool = True, now: float = 0.0) -> JobInfo:
     """What `burst q` shows of a job; without `details` (another owner's job) only what the
-    public event stream says anyway: no command, arguments or reasons."""
+    public event stream says anyway: no command, arguments or reasons. `now` is when the
+    view is made (a job deferred past it says so)."""
     state = row["state"]
     if not details:
         return JobInfo(id=job_id(row["cluster"], row["proc"]), owner=row["owner"], state=state,
@@ -109,7 +136,7 @@ def job_view(row: dict, reasons_by_source: dict[str, dict[str, str]], *,
         cmd=str(ad.get("Cmd", "")),
         args=format_arguments(jobad.arguments(ad)),  # Arguments, or old-syntax Args
         hold_reason=row["hold_reason"] or "",
-        idle_reason=idle_reason(reasons_by_source, row["autocluster"])
+        idle_reason=waiting_reason(row, reasons_by_source, now)
         if state == "idle" and not row["claim_id"] else "",
         request_cpus=row["request_cpus"],
         request_memory_mb=row["request_memory_mb"],

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     runs INTEGER NOT NULL DEFAULT 0,
     spool TEXT,
+    not_before REAL,
+    periodic INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (cluster, proc)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, autocluster);
@@ -83,10 +85,13 @@ JOB_COLUMNS = (
     "cluster", "proc", "owner", "state", "ad", "autocluster", "request_cpus",
     "request_memory_mb", "request_disk_mb", "exit_code", "exit_signal", "hold_reason",
     "claim_id", "pilot_id", "entry", "site", "provider", "matched_at", "submitted_at",
-    "started_at", "finished_at", "runs", "spool",
+    "started_at", "finished_at", "runs", "spool", "not_before", "periodic",
 )
 # Columns added since the first release, with their declarations: added to older files.
-ADDED_COLUMNS = {"jobs": {"spool": "TEXT"}}
+# not_before: deferral_time (not demand, not matched before then); periodic: 1 if the job
+# has periodic policy expressions for the timer to evaluate.
+ADDED_COLUMNS = {"jobs": {"spool": "TEXT", "not_before": "REAL",
+                          "periodic": "INTEGER NOT NULL DEFAULT 0"}}
 
 
 @dataclass(frozen=True)

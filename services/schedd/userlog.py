@@ -22,7 +22,7 @@ from . import confined
 
 log = logging.getLogger("burst.schedd")
 
-SUBMITTED, EXECUTING, ABORTED, TERMINATED, HELD, RELEASED = 0, 1, 9, 5, 12, 13
+SUBMITTED, EXECUTING, EVICTED, ABORTED, TERMINATED, HELD, RELEASED = 0, 1, 4, 9, 5, 12, 13
 
 
 def event_text(code: int, cluster: int, proc: int, message: str, detail: str = "",

@@ -28,6 +28,7 @@ E2E_CONFIG = """
 negotiator_interval_s = 2.0
 frontend_interval_s = 1.0
 factory_interval_s = 0.5
+periodic_interval_s = 2.0  # periodic_remove and friends, well within a test's patience
 web_port = 0  # several pools on one machine: each dashboard on a free port
 metadata_port = 0  # ... and each metadata service
 
@@ -40,6 +41,7 @@ cpus = 2
 memory_mb = 1024
 disk_mb = 2048
 idle_timeout_s = 60.0
+resources = { Boats = 2 }
 [entry.limits]
 max_pilots = 2
 max_launch_per_cycle = 2

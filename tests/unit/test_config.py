@@ -129,3 +129,23 @@ def test_an_entry_credential_kind_is_one_of_the_known(tmp_path):
         "ec2-keypair"
     assert error(tmp_path, ENTRY + 'credential = "password"\n').endswith(
         "entry[0].credential: 'password' is not one of none, ec2-keypair, token, proxy")
+
+
+def test_an_entry_declares_the_custom_resources_its_pilots_carry(tmp_path):
+    (entry,) = load(tmp_path, ENTRY + "gpus = 1\nresources = { Boats = 2, ssd_slots = 4 }\n"
+                    ).entries
+    assert entry.custom_resources() == {"GPUs": 1, "Boats": 2, "ssd_slots": 4}
+    (plain,) = load(tmp_path, ENTRY).entries
+    assert plain.custom_resources() == {}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("resources = { Boats = -1 }", "entry[0].resources.Boats: expected int >= 0, got -1"),
+    ('resources = { Boats = "two" }', "entry[0].resources.Boats: expected int >= 0, got str"),
+    ("resources = { X = 1 }", "entry[0].resources.X: a resource name is a letter then"),
+    ("resources = { Memory = 1 }", "entry[0].resources.Memory: Memory is a built-in resource"),
+    ("resources = { gpus = 1 }", "entry[0].resources.gpus: declare GPUs with gpus = N"),
+    ("gpus = -1", "entry[0].gpus: expected int >= 0, got -1"),
+])
+def test_a_bad_resource_names_its_key(tmp_path, text, message):
+    assert error(tmp_path, ENTRY + text + "\n").startswith(f"{tmp_path}/burst.toml: {message}")

@@ -496,3 +496,47 @@ def test_a_job_larger_than_every_pilot_is_told_so_plainly():
     cpus = plan([autocluster(cpus=16)], [entry("small", cpus=4)])
     assert cpus.unmatched["schedd1"]["1"] == (
         "no entry has pilots with 16 cpus (the largest have 4)")
+
+
+# ------------------------------------------------------------------ custom resources
+
+
+def _prototype(name, cpus=4, **resources) -> EntryInfo:
+    """An entry as the factory advertises it: its real prototype slot ad."""
+    from services.factory.prototype import prototype_ad
+    from services.runtime.config import EntryConfig
+
+    config = EntryConfig(name=name, site=name, cpus=cpus, memory_mb=8000, **resources)
+    return EntryInfo(name, name, prototype_ad(config, "f"), "", cpus, 8000)
+
+
+def _submitted(tmp_path, commands: str, idle: int = 3) -> AutoCluster:
+    """The autocluster the schedd makes of a submit file's job."""
+    from services.schedd.queue import autocluster_of
+    from tests.unit.test_condor_submit_htcondor import read, script
+
+    script(tmp_path / "sim.sh")
+    [job] = read(tmp_path, f"executable = sim.sh\n{commands}\nqueue\n").jobs
+    key = autocluster_of(job.ad, "alice")
+    return AutoCluster(key.id, "alice", key.ad, idle, 0, "")
+
+
+def test_a_job_asking_for_a_resource_no_entry_offers_waits_with_that_reason(tmp_path):
+    ac = _submitted(tmp_path, "request_Boats = 1")
+    result = plan([ac], [_prototype("plain"), _prototype("gpu", gpus=1)])
+    assert result.unmatched["schedd1"][ac.id] == "no entry offers Boats (it asks for 1)"
+    assert all(r.idle_target == 0 for r in result.requests.values())
+
+
+def test_a_job_asking_for_more_than_any_pilot_has_says_how_much_there_is(tmp_path):
+    ac = _submitted(tmp_path, "request_gpus = 2")
+    result = plan([ac], [_prototype("gpu", gpus=1)])
+    assert result.unmatched["schedd1"][ac.id] == "no entry has pilots with 2 GPUs (the most: 1)"
+
+
+def test_custom_resources_limit_jobs_per_pilot_like_cpus(tmp_path):
+    # 4 cpus but 2 Boats: two one-Boat jobs per pilot, so 3 jobs need 2 pilots
+    ac = _submitted(tmp_path, "request_boats = 1", idle=3)
+    result = plan([ac], [_prototype("plain"), _prototype("harbour", resources={"Boats": 2})])
+    assert result.matched == {"schedd1": {ac.id: ("harbour",)}}
+    assert result.requests["harbour"].demand_pilots == 2

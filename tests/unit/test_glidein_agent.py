@@ -183,6 +183,20 @@ def test_four_jobs_fill_the_slot_and_a_fifth_is_rejected(pilot):
         p.report(f"c{n}", "exited")
 
 
+def test_a_claim_carves_custom_resources_and_the_job_sees_its_share(pilot):
+    p = pilot(resources={"GPUs": 2})
+    assert p.last_ad().free_resources == {"GPUs": 2}
+    script = b'#!/bin/sh\ngrep -ow "GPUs = [0-9]*" "$_CONDOR_MACHINE_AD"\necho "$1"\n'
+    p.activate(files={"job.sh": script}, arguments=["$$(GPUs)"], resources={"GPUs": 1})
+    p.report("c1", "running")
+    ad = [a for a in p.events.of(SlotAdvertised) if a.state == "busy"][-1]
+    assert ad.free_resources == {"GPUs": 1}
+    assert classad2.ClassAd(ad.ad).eval("GPUs") == 1
+    assert p.report("c1", "exited").stdout == b"GPUs = 1\n1\n"  # its dynamic slot's share
+    p.activate("c2", resources={"GPUs": 3})
+    assert "3 GPUs does not fit in the free 4 cpus" in p.report("c2", "rejected").reason
+
+
 def test_a_job_that_cannot_start_is_held_and_frees_its_claim(pilot):
     p = pilot()
     p.activate(executable="/no/such/program", files={})

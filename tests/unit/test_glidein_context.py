@@ -110,3 +110,27 @@ def test_a_bad_context_exits_with_code_2(monkeypatch, capsys, tmp_path):
     assert glidein_main.main([]) == 2
     assert "BURST_CPUS: expected a positive integer, got '-3'" in capsys.readouterr().err
     assert glidein_main.main(["--context", str(tmp_path / "missing.json")]) == 2
+
+
+def test_custom_resources_come_as_a_json_object_the_factory_writes():
+    from services.condor.pilot import pilot_environment
+    from services.runtime.config import EntryConfig, Settings
+
+    entry = EntryConfig(name="gpu", site="S", gpus=1, resources={"Boats": 2})
+    env = pilot_environment(entry, "p-9", factory="f", group="main", idle_lifetime_s=0,
+                            settings=Settings.from_env({}))
+    assert load(env=env).resources == {"GPUs": 1, "Boats": 2}
+    assert load(env={"BURST_PILOT_ID": "x"}).resources == {}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('{"Boats": -1}', "BURST_RESOURCES: Boats: expected a whole amount >= 0, got -1"),
+    ('{"Boats": 1.5}', "BURST_RESOURCES: Boats: expected a whole amount >= 0, got 1.5"),
+    ('{"Cpus": 1}', "BURST_RESOURCES: 'Cpus': Cpus is a built-in resource"),
+    ('{"B": 1}', "BURST_RESOURCES: 'B': a resource name is a letter then"),
+    ("[1]", "BURST_RESOURCES: expected a JSON object of custom resources"),
+])
+def test_bad_custom_resources_name_the_variable(value, message):
+    with pytest.raises(ContextError) as err:
+        load(env={"BURST_PILOT_ID": "x", "BURST_RESOURCES": value})
+    assert str(err.value).startswith(message)

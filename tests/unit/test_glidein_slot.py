@@ -22,7 +22,7 @@ def test_four_cpus_make_four_one_cpu_claims_and_no_fifth():
     for n in range(4):
         slot.claim(f"c{n}", 1, 1000, 1000)
     assert slot.free == Resources(0, 4000, 16000) and slot.busy
-    assert not slot.can_fit(1, 1, 1)
+    assert slot.why_not(1, 1, 1) is not None
     with pytest.raises(SlotError, match="does not fit in the free 0 cpus"):
         slot.claim("c4", 1, 1000, 1000)
     assert slot.release("c2") == Resources(1, 1000, 1000)
@@ -125,3 +125,49 @@ def test_claim_refusals():
     assert why(shutting_down=True, retire_reason="idle") == "pilot is shutting down"
     assert why(retire_reason="lifetime reached") == "pilot is retiring (lifetime reached)"
     assert why(cpus=3).startswith("request of 3 cpus, 100 MiB memory, 10 MB disk does not fit")
+
+
+# --- custom resources ------------------------------------------------------------------------
+
+GPU_CTX = PilotContext(pilot_id="g1", cpus=4, memory_mb=8000, disk_mb=1000,
+                       resources={"GPUs": 2, "Boats": 1},
+                       attributes={"Boats": 99, "TotalGPUs": 99, "HasCuda": True})
+
+
+def test_custom_resources_are_handed_out_per_claim_like_cpus():
+    slot = PartitionableSlot.for_context(GPU_CTX)
+    assert slot.claim("c1", 1, 100, 10, {"GPUs": 1}) == Resources(1, 100, 10, {"GPUs": 1})
+    slot.claim("c2", 1, 100, 10, {"gpus": 1, "boats": 1})  # ClassAd names: any case
+    assert slot.free == Resources(2, 7800, 980, {"GPUs": 0, "Boats": 0})
+    assert slot.why_not(1, 100, 10, {"GPUs": 1}) == (
+        "request of 1 cpus, 100 MiB memory, 10 MB disk, 1 GPUs does not fit in the free "
+        "2 cpus, 7800 MiB memory, 980 MB disk, 0 GPUs, 0 Boats")
+    assert slot.why_not(1, 100, 10, {"GPUs": -1}).startswith("bad request")
+    # a resource the pilot does not define is not its to hand out (HTCondor's startd too)
+    assert slot.why_not(1, 100, 10, {"Wings": 3}) is None
+    slot.release("c1")
+    assert slot.free.custom == {"GPUs": 1, "Boats": 0}
+
+
+def test_the_slot_ad_advertises_custom_resources_as_htcondor_does():
+    ad = slot_ad(GPU_CTX, Resources(4, 8000, 1000, {"GPUs": 1, "Boats": 1}))
+    assert (ad["GPUs"], ad["TotalGPUs"], ad["TotalSlotGPUs"], ad["DetectedGPUs"]) == (1, 2, 2, 2)
+    assert (ad["Boats"], ad["TotalBoats"]) == (1, 1)  # the context cannot say otherwise
+    assert ad["HasCuda"] is True
+    assert ad["MachineResources"] == "Cpus Memory Disk GPUs Boats"
+    wants = classad2.ClassAd("[ RequestCpus = 1; RequestGPUs = 1; "
+                             "Requirements = TARGET.GPUs >= MY.RequestGPUs ]")
+    assert matches(ad, wants) and wants.symmetricMatch(ad)
+    greedy = classad2.ClassAd("[ RequestCpus = 1; RequestGPUs = 2; Requirements = true ]")
+    assert not matches(ad, greedy)  # the slot's own side: no more than is free
+
+
+def test_a_claim_for_what_the_slot_lacks_is_refused():
+    slot = PartitionableSlot.for_context(GPU_CTX)
+    msg = ClaimActivate(claim_id="c1", pilot_id="g1", schedd="s", job_id="1.0", job_ad="[]",
+                        executable="x", arguments=[], environment={}, files={}, cpus=1,
+                        memory_mb=100, disk_mb=10, resources={"GPUs": 3})
+    assert logic.why_refuse_claim(msg, pilot_id="g1", slot=slot, retire_reason="",
+                                  shutting_down=False) == (
+        "request of 1 cpus, 100 MiB memory, 10 MB disk, 3 GPUs does not fit in the free "
+        "4 cpus, 8000 MiB memory, 1000 MB disk, 2 GPUs, 1 Boats")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import classad2
 import pytest
 
@@ -12,7 +14,7 @@ from schemas.slot import Claim, ClaimActivate, JobKill, MatchOffer
 from services.runtime.bus import RemoteError, Subscription, connect
 from services.schedd.handlers import Schedd
 from services.schedd.store import Store
-from tests.helpers import Inbox
+from tests.helpers import Inbox, wait_until
 
 
 def job_ad(tmp_path, cmd: str = "/bin/echo", memory: int = 128, **extra) -> str:
@@ -276,4 +278,119 @@ def test_a_submission_numbering_two_jobs_alike_is_refused(h, tmp_path):
     with pytest.raises(RemoteError, match="proc numbers must be distinct"):
         h.bus.call(J.JobSubmit(cluster=cluster, owner="alice", submit_file="x", procs=twice),
                    to="s1")
+    assert h.q() == {}
+
+
+# --- job policy and deferral -----------------------------------------------------------------
+
+
+def stored_ad(h, job_id: str) -> classad2.ClassAd:
+    cluster, proc = job_id.split(".")
+    (row,) = h.store.read("SELECT ad FROM jobs WHERE cluster = ? AND proc = ?",
+                          (int(cluster), int(proc)))
+    return classad2.ClassAd(row["ad"])
+
+
+def test_a_job_whose_exit_policy_says_again_runs_again_until_it_may_leave(h, tmp_path):
+    """max_retries = 3 with on_exit_remove = ExitCode == 0, as condor_submit folds them."""
+    log = tmp_path / "retry.log"
+    h.submit([job_ad(tmp_path, UserLog=str(log), JobMaxRetries=3, NumJobCompletions=0,
+                     NumJobStarts=0, OnExitRemove=classad2.ExprTree(
+                         "NumJobCompletions > JobMaxRetries || ExitCode =?= 0 || "
+                         "(ExitCode == 0)"))])
+    for attempt, exit_code in enumerate([1, 1, 0]):
+        h.offer(h.demand().autoclusters[0].id)
+        h.pilot_inbox.wait_for(lambda items, n=attempt: len(items) == n + 1)
+        h.report("1.0", "c0", "running")
+        assert stored_ad(h, "1.0")["NumJobStarts"] == attempt + 1
+        h.report("1.0", "c0", "exited", exit_code=exit_code)
+    job = h.q()["1.0"]
+    assert (job.state, job.exit_code, job.runs) == ("completed", 0, 3)
+    ad = stored_ad(h, "1.0")
+    assert (ad["JobStatus"], ad["NumJobStarts"], ad["NumJobCompletions"]) == (4, 3, 3)
+    requeued = [e for e in h.events.items if isinstance(e, J.JobRequeued)]
+    assert len(requeued) == 2 and all("OnExitRemove" in e.reason for e in requeued)
+    codes = [line.split()[0] for line in log.read_text().splitlines() if line[:3].isdigit()]
+    assert codes == ["000", "001", "004", "001", "004", "001", "005"]
+
+
+def test_the_periodic_timer_acts_on_the_jobs_whose_expressions_fire(h, tmp_path):
+    h.submit([job_ad(tmp_path, PeriodicRemove=classad2.ExprTree("(time() - QDate) >= 0")),
+              job_ad(tmp_path, PeriodicRemove=classad2.ExprTree("(time() - QDate) > 3600")),
+              job_ad(tmp_path, PeriodicHold=classad2.ExprTree("NoSuchAttribute"))])
+    h.schedd.evaluate_periodic()
+    h.bus.wait_idle()
+    jobs = h.q()
+    assert [jobs[j].state for j in ("1.0", "1.1", "1.2")] == ["removed", "idle", "held"]
+    assert stored_ad(h, "1.2")["HoldReasonCode"] == 5
+    removed = h.events.wait_for(lambda items: any(isinstance(e, J.JobRemoved) for e in items))
+    assert any(isinstance(e, J.JobRemoved) and e.job_id == "1.0" and
+               "PeriodicRemove" in e.reason for e in removed)
+
+
+@pytest.fixture
+def timed(settings, tmp_path):
+    """Starts a schedd with its timers running (as services.runtime.service.run starts it);
+    gives (bus, store, demand snapshots)."""
+    buses = []
+
+    def start(periodic_interval_s: float):
+        bus = connect(settings, "schedd", memory=True)
+        store = Store(tmp_path / "timed.db")
+        schedd = Schedd("s1", store, bus, periodic_interval_s=periodic_interval_s)
+        snapshots = Inbox()
+        for sub in [*schedd.subscriptions(), Subscription("watch", events={
+                "demand.autoclusters": lambda m, c: snapshots.add(m)})]:
+            bus.subscribe(sub)
+        bus.start()
+        bus.call_soon_threadsafe(schedd.started)
+        buses.append(bus)
+        return bus, store, snapshots
+
+    yield start
+    for bus in buses:
+        bus.stop()
+
+
+def submit_one(bus, ad: str) -> None:
+    cluster = bus.call(J.ClusterNew(owner="alice"), to="s1").cluster
+    bus.call(J.JobSubmit(cluster=cluster, owner="alice", submit_file="x.sub",
+                         procs=[J.ProcAd(0, ad)]), to="s1")
+
+
+def test_the_periodic_timer_runs_at_the_configured_interval(timed, tmp_path):
+    bus, store, _ = timed(periodic_interval_s=0.05)
+    submit_one(bus, job_ad(tmp_path, PeriodicRemove=True))
+    wait_until(lambda: store.read("SELECT state FROM jobs")[0]["state"] == "removed", 5.0,
+               "the periodic timer's remove")
+
+
+def test_a_deferred_job_becomes_demand_when_its_time_comes(timed, tmp_path):
+    bus, _, snapshots = timed(periodic_interval_s=3600)
+    submit_one(bus, job_ad(tmp_path, DeferralTime=classad2.ExprTree("QDate + 1")))
+    snapshots.wait_for(lambda inbox: inbox.items and not inbox.items[-1].autoclusters,
+                       what="a snapshot without it")  # not demand yet
+    # no message comes in between: the demand timer knows when the deferral ends (else the
+    # next snapshot would be the 15 s refresh)
+    snapshots.wait_for(lambda inbox: inbox.items[-1].autoclusters
+                       and inbox.items[-1].autoclusters[0].idle == 1, timeout=5.0,
+                       what="a snapshot with it idle")
+
+
+def test_a_deferred_job_is_no_demand_and_not_matched_until_its_time(h, tmp_path):
+    h.submit([job_ad(tmp_path, DeferralTime=classad2.ExprTree("QDate + 3600")),
+              job_ad(tmp_path, DeferralTime=classad2.ExprTree("QDate - 1"))])
+    (ac,) = h.demand().autoclusters
+    assert (ac.idle, ac.running) == (1, 0)
+    h.offer(ac.id, n=2)
+    (activation,) = h.pilot_inbox.wait_for(lambda items: len(items) == 1)
+    assert activation.job_id == "1.1"
+    jobs = h.q()
+    assert jobs["1.0"].state == "idle" and jobs["1.0"].idle_reason.startswith("deferred until ")
+    assert h.schedd.demand(now=time.time() + 3601)[0].idle == 1  # then it is demand
+
+
+def test_a_deferral_time_that_is_no_time_refuses_the_submission(h, tmp_path):
+    with pytest.raises(RemoteError, match="job 1.0: DeferralTime NoSuchAttribute is not a time"):
+        h.submit([job_ad(tmp_path, DeferralTime=classad2.ExprTree("NoSuchAttribute"))])
     assert h.q() == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import classad2
 import pytest
 
@@ -57,6 +59,16 @@ def log_codes(plan: logic.Plan) -> list[str]:
     return [line.text[:3] for line in plan.user_log]
 
 
+def columns(plan: logic.Plan) -> dict:
+    """The plan's column changes but the stored ad."""
+    return {k: v for k, v in plan.changes.items() if k != "ad"}
+
+
+def stored(plan: logic.Plan) -> classad2.ClassAd:
+    """The job's ad as the plan stores it."""
+    return classad2.ClassAd(plan.changes["ad"])
+
+
 def nothing_happens(plan: logic.Plan) -> bool:
     return plan.refused != "" and not (plan.changes or plan.commands or plan.events
                                        or plan.user_log)
@@ -66,10 +78,17 @@ def nothing_happens(plan: logic.Plan) -> bool:
 
 
 def test_release_of_a_held_job_makes_it_idle_again():
-    plan = act(job("held"), "release", "fixed the input")
-    assert plan.changes == {"state": "idle", "hold_reason": "", "claim_id": None,
-                            "matched_at": None}
-    assert plan.events == (J.JobReleased(schedd="s1", job_id="7.2", owner="alice"),)
+    held = job("held", ad=ad(JobStatus=5, HoldReason="oops", HoldReasonCode=1))
+    plan = act(held, "release", "fixed the input")
+    assert columns(plan) == {"state": "idle", "hold_reason": "", "claim_id": None,
+                             "matched_at": None}
+    after = stored(plan)
+    assert (after["JobStatus"], after["LastJobStatus"], after["EnteredCurrentStatus"]) == (
+        1, 5, NOW)
+    assert "HoldReason" not in after and "HoldReasonCode" not in after
+    assert (after["LastHoldReason"], after["LastHoldReasonCode"]) == ("oops", 1)
+    assert plan.events == (J.JobReleased(schedd="s1", job_id="7.2", owner="alice",
+                                         reason="fixed the input"),)
     assert log_codes(plan) == ["013"] and "\tfixed the input\n" in plan.user_log[0].text
 
 
@@ -84,8 +103,11 @@ def test_hold_of_an_idle_job_holds_it_without_troubling_any_pilot():
     assert plan.changes["state"] == "held" and plan.changes["hold_reason"] == "held by user"
     assert plan.commands == ()
     assert plan.events == (J.JobHeld(schedd="s1", job_id="7.2", owner="alice",
-                                     reason="held by user"),)
-    assert log_codes(plan) == ["012"]
+                                     reason="held by user", code=1),)
+    after = stored(plan)
+    assert (after["JobStatus"], after["HoldReason"], after["HoldReasonCode"],
+            after["HoldReasonSubCode"], after["NumHolds"]) == (5, "held by user", 1, 0, 1)
+    assert log_codes(plan) == ["012"] and "\tCode 1 Subcode 0\n" in plan.user_log[0].text
 
 
 def test_hold_of_a_running_job_kills_it_on_its_pilot_first():
@@ -93,8 +115,8 @@ def test_hold_of_a_running_job_kills_it_on_its_pilot_first():
     (kill, to), = plan.commands
     assert to == "p1" and kill == JobKill(pilot_id="p1", job_id="7.2", claim_id="c1",
                                           reason="too slow")
-    assert plan.changes == {"state": "held", "hold_reason": "too slow", "claim_id": None,
-                            "matched_at": None}
+    assert columns(plan) == {"state": "held", "hold_reason": "too slow", "claim_id": None,
+                             "matched_at": None}
 
 
 @pytest.mark.parametrize(("state", "action"), [
@@ -109,8 +131,9 @@ def test_remove_of_a_matched_job_kills_the_claim_and_ends_it():
     plan = act(on_pilot("idle"), "remove", "changed my mind")
     assert [type(m) for m, _to in plan.commands] == [JobKill]
     assert plan.commands[0][0].reason == "changed my mind"
-    assert plan.changes == {"state": "removed", "finished_at": NOW, "claim_id": None,
-                            "matched_at": None}
+    assert columns(plan) == {"state": "removed", "finished_at": NOW, "claim_id": None,
+                             "matched_at": None}
+    assert (stored(plan)["JobStatus"], stored(plan)["RemoveReason"]) == (3, "changed my mind")
     assert plan.events == (J.JobRemoved(schedd="s1", job_id="7.2", owner="alice",
                                         reason="changed my mind"),)
     assert log_codes(plan) == ["009"]
@@ -154,6 +177,21 @@ def test_activation_sends_the_job_and_its_files_to_the_claims_pilot():
     assert plan.user_log == ()
 
 
+def test_activation_carries_the_custom_resources_claimed():
+    gpu_job = job("idle", ad=ad(RequestCpus=1, RequestGPUs=1, Requestboats=2, RequestMemory=9))
+    carved = dataclasses.replace(CLAIM, resources={"GPUs": 1})
+    (activation, _), = logic.activate(gpu_job, carved, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {"GPUs": 1}  # what the negotiator carved
+    # a claim that does not say (a negotiator before custom resources): what the job asks
+    (activation, _), = logic.activate(gpu_job, CLAIM, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {"GPUs": 1, "boats": 2}
+    (activation, _), = logic.activate(job("idle"), CLAIM, ("echo", {}), schedd="s1",
+                                      now=NOW).commands
+    assert activation.resources == {}
+
+
 def test_inputs_that_cannot_be_read_hold_the_job_and_send_nothing():
     plan = logic.activate(job("idle"), CLAIM, TransferFailed("cannot read input x: gone"),
                           schedd="s1", now=NOW)
@@ -170,10 +208,13 @@ def test_a_job_that_is_not_idle_and_unclaimed_is_not_activated(j):
 
 
 def test_running_report_starts_the_job_where_the_pilot_says():
-    plan = decide(on_pilot("idle", runs=1), report("running", entry="e2", site="SiteC",
-                                                   provider="aws"))
+    plan = decide(on_pilot("idle", runs=1, ad=ad(NumJobStarts=1, JobStartDate=5)),
+                  report("running", entry="e2", site="SiteC", provider="aws"))
     where = {"pilot_id": "p1", "entry": "e2", "site": "SiteC", "provider": "aws"}
-    assert plan.changes == {"state": "running", "started_at": NOW, "runs": 2, **where}
+    assert columns(plan) == {"state": "running", "started_at": NOW, "runs": 2, **where}
+    after = stored(plan)
+    assert (after["JobStatus"], after["NumJobStarts"], after["JobCurrentStartDate"],
+            after["JobStartDate"], after["EnteredCurrentStatus"]) == (2, 2, NOW, 5, NOW)
     assert plan.events == (J.JobRunning(schedd="s1", job_id="7.2", owner="alice", **where),)
     assert log_codes(plan) == ["001"] and "<p1> at site SiteC" in plan.user_log[0].text
 
@@ -210,10 +251,14 @@ def test_exited_report_completes_the_job_with_its_outputs():
     r = report("exited", exit_code=3, wall_seconds=4.0)
     assert logic.returns_outputs(on_pilot("running"), r, PILOT_P1)
     plan = decide(on_pilot("running", started_at=NOW - 10), r, outputs=["/iwd/job.out"])
-    assert plan.changes == {"state": "completed", "exit_code": 3, "exit_signal": None,
-                            "finished_at": NOW, "started_at": NOW - 10, "pilot_id": "p1",
-                            "entry": "e1", "site": "SiteA", "provider": "local",
-                            "claim_id": None, "matched_at": None}
+    assert columns(plan) == {"state": "completed", "exit_code": 3, "exit_signal": None,
+                             "finished_at": NOW, "started_at": NOW - 10, "pilot_id": "p1",
+                             "entry": "e1", "site": "SiteA", "provider": "local",
+                             "claim_id": None, "matched_at": None}
+    after = stored(plan)
+    assert (after["JobStatus"], after["ExitCode"], after["ExitBySignal"],
+            after["NumJobCompletions"], after["CompletionDate"]) == (4, 3, False, 1, NOW)
+    assert "ExitSignal" not in after
     (done,) = plan.events
     assert isinstance(done, J.JobCompleted) and done.outputs == ["/iwd/job.out"]
     assert (done.exit_code, done.wall_seconds, done.site) == (3, 4.0, "SiteA")
@@ -252,12 +297,92 @@ def test_an_unknown_report_state_is_refused_as_a_bad_message():
         decide(on_pilot("running"), report("sleeping"))
 
 
+# --- job policy: when a run ends, and on the periodic timer ----------------------------------
+
+RETRY = {"OnExitRemove": classad2.ExprTree("NumJobCompletions > JobMaxRetries || "
+                                           "ExitCode =?= 0"),
+         "JobMaxRetries": 3, "NumJobCompletions": 0, "NumJobStarts": 1, "JobStatus": 2}
+
+
+def test_a_run_its_policy_does_not_let_leave_puts_the_job_back_to_idle():
+    j = on_pilot("running", ad=ad(**RETRY), runs=1)
+    plan = decide(j, report("exited", exit_code=1, wall_seconds=3.0), outputs=["/iwd/out"])
+    assert columns(plan) == {"state": "idle", "exit_code": 1, "exit_signal": None,
+                             "pilot_id": None, "entry": None, "site": None, "provider": None,
+                             "claim_id": None, "matched_at": None}
+    after = stored(plan)
+    assert (after["JobStatus"], after["ExitCode"], after["NumJobCompletions"],
+            after["NumJobStarts"], after["RemoteWallClockTime"]) == (1, 1, 1, 1, 3.0)
+    (requeued,) = plan.events
+    assert isinstance(requeued, J.JobRequeued) and requeued.reason.startswith(
+        "exited with code 1; The job attribute OnExitRemove expression")
+    assert plan.commands == ()  # the run is over on the pilot already
+    assert log_codes(plan) == ["004"]
+    assert "\t(0) Job terminated and was requeued\n\t(1) Normal termination (return value 1)" \
+        "\n\tThe job attribute OnExitRemove" in plan.user_log[0].text
+
+
+def test_the_run_its_policy_lets_leave_completes_the_job():
+    j = on_pilot("running", ad=ad(**{**RETRY, "NumJobCompletions": 2}))
+    plan = decide(j, report("exited", exit_code=0), outputs=[])
+    assert plan.changes["state"] == "completed"
+    assert [type(e) for e in plan.events] == [J.JobCompleted]
+
+
+def test_on_exit_hold_holds_the_job_where_it_ran_with_code_3():
+    j = on_pilot("running", ad=ad(OnExitHold=classad2.ExprTree("ExitCode == 2"),
+                                  OnExitHoldReason="exit 2 means bad input"))
+    plan = decide(j, report("exited", exit_code=2), outputs=[])
+    assert (plan.changes["state"], plan.changes["exit_code"], plan.changes["site"]) == (
+        "held", 2, "SiteA")
+    assert plan.events == (J.JobHeld(schedd="s1", job_id="7.2", owner="alice",
+                                     reason="exit 2 means bad input", code=3),)
+    assert stored(plan)["HoldReasonCode"] == 3 and plan.commands == ()
+
+
+def test_periodic_remove_at_exit_removes_the_job():
+    j = on_pilot("running", ad=ad(PeriodicRemove=classad2.ExprTree("ExitCode == 5"),
+                                  OnExitRemove=False))
+    plan = decide(j, report("exited", exit_code=5), outputs=[])
+    assert (plan.changes["state"], plan.changes["exit_code"]) == ("removed", 5)
+    assert plan.events[0].reason.startswith("The job attribute PeriodicRemove expression")
+
+
+def test_the_timer_removes_an_idle_job_whose_periodic_remove_fires():
+    j = job("idle", ad=ad(QDate=NOW - 31, JobStatus=1,
+                          PeriodicRemove=classad2.ExprTree("(time() - QDate) > 30")))
+    plan = logic.periodic(j, schedd="s1", now=NOW)
+    assert columns(plan) == {"state": "removed", "finished_at": NOW, "claim_id": None,
+                             "matched_at": None}
+    assert stored(plan)["RemoveReason"] == plan.events[0].reason
+    assert log_codes(plan) == ["009"]
+    assert nothing_happens(logic.periodic(j, schedd="s1", now=NOW - 2))
+
+
+def test_the_timer_holds_a_running_job_and_kills_it_on_its_pilot():
+    j = on_pilot("running", ad=ad(PeriodicHold=True, PeriodicHoldSubCode=9, JobStatus=2))
+    plan = logic.periodic(j, schedd="s1", now=NOW)
+    (kill, to), = plan.commands
+    assert to == "p1" and isinstance(kill, JobKill)
+    assert plan.changes["state"] == "held"
+    assert (plan.events[0].code, plan.events[0].subcode) == (3, 9)
+
+
+def test_the_timer_releases_a_job_its_policy_held():
+    j = job("held", ad=ad(JobStatus=5, HoldReasonCode=3, HoldReason="x",
+                          PeriodicRelease=classad2.ExprTree("NumHolds < 3"), NumHolds=1))
+    plan = logic.periodic(j, schedd="s1", now=NOW)
+    assert plan.changes["state"] == "idle"
+    assert plan.events[0].reason == ("The job attribute PeriodicRelease expression "
+                                     "'NumHolds < 3' evaluated to TRUE")
+
+
 # --- pilots that go away, claims never started -----------------------------------------------
 
 
 @pytest.mark.parametrize("state", ["idle", "running"])
 def test_jobs_of_a_pilot_that_went_away_wait_again(state):
-    plan = logic.pilot_gone(on_pilot(state), "p1", "vanished", schedd="s1")
+    plan = logic.pilot_gone(on_pilot(state), "p1", "vanished", schedd="s1", now=NOW)
     assert plan.changes["state"] == "idle" and plan.changes["pilot_id"] is None
     assert plan.events == (J.JobRequeued(schedd="s1", job_id="7.2", owner="alice",
                                          reason="pilot p1 went away: vanished"),)
@@ -267,7 +392,7 @@ def test_jobs_of_a_pilot_that_went_away_wait_again(state):
 @pytest.mark.parametrize("j", [on_pilot("running", pilot_id="p2"), on_pilot("completed"),
                                on_pilot("held"), job("idle", pilot_id="p1")])
 def test_a_pilot_going_away_leaves_other_jobs_alone(j):
-    assert nothing_happens(logic.pilot_gone(j, "p1", "vanished", schedd="s1"))
+    assert nothing_happens(logic.pilot_gone(j, "p1", "vanished", schedd="s1", now=NOW))
 
 
 def test_a_claim_not_started_in_time_is_dropped_on_the_pilot_and_the_job_waits_again():

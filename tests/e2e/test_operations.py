@@ -130,8 +130,8 @@ def test_a_restarted_factory_adopts_its_pilots_and_launches_nothing_twice(pool):
     pool.ok("wait", cluster, "--timeout", "120")
     assert len(_keys_since(pool, since, "pilot.launched.")) == launched_before
     assert _keys_since(pool, since, "pilot.lost.") == []
-    log = (pool.root / "state" / "logs" / "factory.log").read_text()
-    assert "event=pilots_adopted" in log
+    # (It may learn of them from the pilot events that queued while it was down before its
+    # adoption pass runs: either way none is lost and none launched again.)
 
 
 def test_events_follow_streams_new_events_as_they_happen(pool):

@@ -316,8 +316,10 @@ def test_the_slot_ad_lists_the_jobs_the_pilot_holds(pilot):
     p = pilot()
     p.activate()
     p.report("c1", "running")
-    busy = p.last_ad()
-    assert busy.jobs == ["1.c1"] and classad2.ClassAd(busy.ad).eval("BurstJobs") == ["1.c1"]
+    # The ad follows the running report: wait for it rather than read whatever came last.
+    p.events.wait_for(lambda box: box.of(SlotAdvertised)[-1].jobs == ["1.c1"],
+                      what="an ad listing the job")
+    assert classad2.ClassAd(p.last_ad().ad).eval("BurstJobs") == ["1.c1"]
     p.release("c1")
     p.report("c1", "exited")
     # Listed until its result is confirmed, so no ad can say it is gone before the report.

@@ -52,6 +52,7 @@ class JobAd:
     ranks: dict = field(default_factory=dict)
     site_ok: dict = field(default_factory=dict)
     wanted: dict = field(default_factory=dict)  # its Requirements alone, for reasons
+    _rank: classad2.ExprTree | None = None
 
     @classmethod
     def parse(cls, text: str, owner: str, desired_sites: str, config) -> JobAd:
@@ -79,7 +80,9 @@ class JobAd:
     def rank(self, slot: ClassAd) -> float:
         if not self.has_rank:
             return 0.0
-        return as_number(self.ad.lookup("Rank").eval(scope=self.ad, target=slot), 0.0)
+        if self._rank is None:
+            self._rank = self.ad.lookup("Rank")
+        return as_number(self._rank.eval(scope=self.ad, target=slot), 0.0)
 
     def trim(self) -> None:
         """Evaluations of classes long gone: start over rather than grow without end."""

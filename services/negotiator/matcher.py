@@ -87,16 +87,22 @@ class Matcher:
         return taken
 
     def available(self, job) -> bool:
-        """Whether some slot would still take a job of `job` now (a share stopped it)."""
+        """Whether some slot would still take a job of `job` now (a share stopped it).
+        Classes it matched before are looked at first: most answers cost no evaluation."""
         part = self.layout[job.refs]
         view = part.view(job.refs)
         rc, rm, rd = job.request
+        unknown = []
         for c, m, d, kind in self._work(part):
             if c >= rc and m >= rm and d >= rd:
                 seen = view.get(kind) or part.see(view, job.refs, kind)
-                if self._site_ok(job, seen) and self.matches(job, (seen, c, m, d)):
-                    return True
-        return False
+                if self._site_ok(job, seen):
+                    verdict = job.matches.get((seen, c, m, d))
+                    if verdict:
+                        return True
+                    if verdict is None:
+                        unknown.append((seen, c, m, d))
+        return any(self.matches(job, vkey) for vkey in unknown)
 
     def _take_class(self, job, part, work, vkey: VKey, rank: float, lists, left: int,
                     runs: list[Run]) -> _Step:

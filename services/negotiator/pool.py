@@ -188,15 +188,26 @@ class Partition:
         self.totals: dict[tuple[str, int, int, int], int] = {}  # (kind, totals) -> slots
         self._views: dict[tuple[str, ...], dict[str, str]] = {}
 
-    def add(self, pilot_id: str, rec: SlotRecord) -> None:
+    def add(self, pilot_id: str, rec: SlotRecord, keep_sorted: bool = True) -> None:
         try:
             kind = self.projection.kind(rec.shape, rec.values, rec.site)
         except classad2.ClassAdException:
             return  # an expression these autoclusters reach does not parse: no match here
         self.kind_of[pilot_id] = kind
-        self.file(pilot_id, kind.text, rec.free)
+        if not keep_sorted:
+            if rec.free[0] > 0:
+                self.classes.setdefault((*rec.free, kind.text), []).append(pilot_id)
+        else:
+            self.file(pilot_id, kind.text, rec.free)
         key = (kind.text, *rec.totals)
         self.totals[key] = self.totals.get(key, 0) + 1
+
+    def fill(self, slots: Iterable[tuple[str, SlotRecord]]) -> None:
+        """add() for a whole pool at once: classes sorted once at the end."""
+        for pilot_id, rec in slots:
+            self.add(pilot_id, rec, keep_sorted=False)
+        for members in self.classes.values():
+            members.sort()
 
     def remove(self, pilot_id: str, rec: SlotRecord) -> None:
         kind = self.kind_of.pop(pilot_id, None)
@@ -295,9 +306,7 @@ class SlotPool:
 
     def _build(self, names: frozenset[str]) -> Partition:
         part = Partition(names, self.reader)
-        for pilot_id, rec in self.records.items():
-            if rec.usable:
-                part.add(pilot_id, rec)
+        part.fill((pilot_id, rec) for pilot_id, rec in self.records.items() if rec.usable)
         return part
 
     def _is_wide(self, name: str) -> bool:

@@ -64,6 +64,7 @@ class AdReader:
         self._reads: dict[str, tuple[tuple[str, str], ...]] = {}
         self._items: dict[str, tuple[str, str] | None] = {}
         self._misses: dict[str, int] = {}  # per attribute name: items the memo lacked
+        self._names: dict[str, str] = {}  # "  Name " -> "Name": the text before an "="
         self._ads = 0
         self._literals: dict[str, object] = {}
         self._totals: dict[tuple[str, ...], tuple[int, int, int] | None] = {}
@@ -136,16 +137,34 @@ class AdReader:
     def _learn(self, part: str) -> tuple[str, str] | object:
         """Read an item the memo lacks; remember it unless its attribute tells slots apart
         (Name, CloudInstanceID, ...: new in most ads), which would only fill the memo."""
-        item = _item(part)
-        if item is _BAD or item is _BLANK:
-            return item
-        name = item[0]
+        at = part.find("=")
+        if at < 0:
+            if part.strip():
+                return _BAD  # no "=": classad2 says what is wrong
+            self._remember(part, _BLANK)
+            return _BLANK
+        head = part[:at]
+        name = self._names.get(head)
+        if name is None:
+            name = head.strip()
+            if not name.isidentifier():
+                return _BAD  # a quoted name, or a comment before it
+            if len(self._names) > _MEMO_LIMIT:
+                self._names.clear()
+            name = self._names[head] = sys.intern(name)
+        value = part[at + 1:].strip()
+        if not value or not _plain(value):
+            return _BAD
+        item = (name, value)
         misses = self._misses[name] = self._misses.get(name, 0) + 1
         if self._ads < _WARMUP or misses * 2 < self._ads:
-            if len(self._items) > _MEMO_LIMIT:
-                self._items.clear()
-            self._items[part] = item
+            self._remember(part, item)
         return item
+
+    def _remember(self, part: str, item: tuple[str, str] | object) -> None:
+        if len(self._items) > _MEMO_LIMIT:
+            self._items.clear()
+        self._items[part] = item
 
 
 def _index(items: list, wanted: object, start: int) -> int:
@@ -163,21 +182,18 @@ _BAD = object()  # an item classad2 must judge
 _first, _second = itemgetter(0), itemgetter(1)
 
 
-def _item(part: str) -> tuple[str, str] | object:
-    """One `name = value` of a flat ad, or _BLANK, or _BAD where classad2 must judge.
-    Texts are shared through the memo, not interned: most items repeat whole."""
-    name, eq, value = part.partition("=")
-    name, value = name.strip(), value.strip()
-    if not eq:
-        return _BAD if name else _BLANK
-    pieces = value.split('"')
-    outside = "".join(pieces[0::2])
-    # An odd count of quotes: a string ran over a ";". Nested ads, quoted names,
-    # comments: classad2's business.
-    if not value or not name.isidentifier() or len(pieces) % 2 == 0 or "[" in outside \
-            or "]" in outside or "'" in outside or "//" in outside or "/*" in outside:
-        return _BAD
-    return sys.intern(name), value  # names repeat in every ad, unlike some values
+def _plain(value: str) -> bool:
+    """Whether a value text is safe to take as split: its strings hold no ";" (an odd
+    count of quotes: a string ran over one), and outside them no nested ad, quoted name
+    or comment (classad2's business)."""
+    outside = value
+    if '"' in value:
+        pieces = value.split('"')
+        if len(pieces) % 2 == 0:
+            return False
+        outside = "".join(pieces[0::2])
+    return not ("[" in outside or "]" in outside or "'" in outside
+                or ("/" in outside and ("//" in outside or "/*" in outside)))
 
 
 def is_literal(text: str) -> bool:

@@ -6,7 +6,12 @@ import dataclasses
 
 import pytest
 
-from services.negotiator.groups import CONCURRENCY_LIMIT_DEFAULT, FairSharePolicy, GroupQuota
+from services.negotiator.groups import (
+    CONCURRENCY_LIMIT_DEFAULT,
+    FairSharePolicy,
+    GroupQuota,
+    targets,
+)
 from services.negotiator.logic import AdTable, NegotiationConfig, negotiate
 from tests.unit.test_negotiator_logic import job, slot
 
@@ -142,3 +147,23 @@ def test_an_expression_for_concurrency_limits_is_evaluated():
     expr = 'Kind = "gpu"; ConcurrencyLimits = strcat("lic_", Kind);'
     result = run([job("l", idle=10, extra=expr)], single_cpu_slots(8), limits=(("lic_gpu", 1),))
     assert result.match_count == 1
+
+
+def test_quotas_as_htcondor_assigns_them():
+    static = FairSharePolicy((GroupQuota("a", 30, dynamic=False, accept_surplus=False),
+                              GroupQuota("b", 10, dynamic=False, accept_surplus=False),
+                              dynamic("d", 0.5)))
+    # Static quotas first, scaled down to the pool; dynamic ones share what is left;
+    # jobs of no group get the rest.
+    assert static.quotas(20) == {"a": 15.0, "b": 5.0, "d": 0.0, "<none>": 0.0}
+    assert static.quotas(80) == {"a": 30.0, "b": 10.0, "d": 20.0, "<none>": 20.0}
+    overbooked = FairSharePolicy((dynamic("a", 0.8), dynamic("b", 0.4)))
+    assert overbooked.quotas(12) == pytest.approx({"a": 8.0, "b": 4.0, "<none>": 0.0})
+
+
+def test_surplus_is_shared_in_proportion_to_quotas():
+    policy = FairSharePolicy((dynamic("a", 0.5, surplus=True), dynamic("b", 0.25, surplus=True),
+                              dynamic("idle", 0.25)))
+    quotas = policy.quotas(12)
+    wanted = {"a": 100.0, "b": 100.0, "idle": 0.0, "<none>": 0.0}
+    assert targets(policy, quotas, wanted, {}) == {"a": 8, "b": 4, "idle": 0, "<none>": 0}

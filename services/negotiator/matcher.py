@@ -30,6 +30,7 @@ from .pool import ClassKey, Free, Partition
 
 Run = tuple[list[str], int, int]  # pilots, jobs each, the number of the run's first claim
 VKey = tuple[str, int, int, int]  # (kind as the job sees it, free cpus, MiB, MB disk)
+_UNSEEN = object()
 
 
 class Matcher:
@@ -59,17 +60,23 @@ class Matcher:
         rc, rm, rd = job.request
         virtual: dict[VKey, list[str]] = {}
         heap = []
-        for c, m, d, kind in work:
+        seen_of: dict[str, str | None] = {}  # kind -> what the job sees, None: not its site
+        for c, m, d, kind in work:  # the hot loop of a pass: a few dict lookups per class
             if c < rc or m < rm or d < rd:
                 continue
-            seen = view.get(kind) or part.see(view, job.refs, kind)
+            seen = seen_of.get(kind, _UNSEEN)
+            if seen is _UNSEEN:
+                seen = view.get(kind) or part.see(view, job.refs, kind)
+                seen = seen_of[kind] = seen if self._site_ok(job, seen) else None
+            if seen is None:
+                continue
             vkey = (seen, c, m, d)
             kinds = virtual.get(vkey)
-            if kinds is not None:
-                kinds.append(kind)
-            elif self._site_ok(job, seen):
+            if kinds is None:
                 virtual[vkey] = [kind]
-                heap.append((-self.rank(job, vkey), c, m, d, seen))
+                heap.append((-self.rank(job, vkey) if job.has_rank else 0.0, c, m, d, seen))
+            else:
+                kinds.append(kind)
         heapq.heapify(heap)
         queued = set(virtual)
         taken = 0

@@ -514,16 +514,25 @@ def events(follow: bool, as_json: bool, since: str | None, entity: tuple[str, ..
 @cli.command()
 @click.argument("name", type=click.Choice(["negotiate", "bus"]))
 @click.option("--json", "as_json", is_flag=True, help="one line: a flat JSON object")
+@click.option("--jobs", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="negotiate: idle jobs")
+@click.option("--autoclusters", type=click.IntRange(min=1), default=100, show_default=True,
+              help="negotiate: autoclusters they fall in")
+@click.option("--slots", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="negotiate: pilots' partitionable slots")
 @friendly
-def bench(name: str, as_json: bool) -> None:
-    """Benchmarks: negotiate (matchmaking pass), bus (runtime vs raw pika)."""
+def bench(name: str, as_json: bool, jobs: int, autoclusters: int, slots: int) -> None:
+    """Benchmarks: negotiate (matchmaking passes), bus (runtime vs raw pika)."""
     import importlib
 
     from .launch import launch
 
+    if name == "negotiate" and jobs < autoclusters:
+        raise click.BadParameter("needs at least one job per autocluster", param_hint="--jobs")
     module = (launch("negotiator", "bench") if name == "negotiate"
               else importlib.import_module("services.runtime.bench"))
-    result = module.run() if name == "negotiate" else module.run(settings())
+    result = (module.run(jobs=jobs, autoclusters=autoclusters, slots=slots)
+              if name == "negotiate" else module.run(settings()))
     click.echo(json.dumps(result) if as_json else module.format_report(result))
 
 

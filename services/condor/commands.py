@@ -37,7 +37,7 @@ SUPPORTED, WARNED, REFUSED, QUIET = Disposition
 # Accepted into the ad now, acted on once another part of the pool serves it. Flip to
 # SUPPORTED (and regenerate the README table) when that lands:
 POLICY = SUPPORTED  # the schedd evaluates job policy expressions (services/schedd/policy.py)
-FAIR_SHARE = WARNED  # the negotiator uses accounting groups and concurrency limits
+FAIR_SHARE = SUPPORTED  # the negotiator uses accounting groups and concurrency limits
 
 
 @dataclass(frozen=True)
@@ -171,17 +171,21 @@ _POLICY = (
 )
 
 _FAIR_SHARE = (
-    Command("accounting_group", FAIR_SHARE, "recorded (AccountingGroup = group.user); the "
-            "negotiator does not use it yet", ("AcctGroup", "AccountingGroup"),
+    Command("accounting_group", FAIR_SHARE, "AccountingGroup = group.user is the fair-share "
+            "principal; quotas from [[accounting_group]] (one level)",
+            ("AcctGroup", "AccountingGroup"),
             ("accountinggroup",)),
-    Command("accounting_group_user", FAIR_SHARE, "recorded; default: the owner",
+    Command("accounting_group_user", FAIR_SHARE, "the user part of the principal; default: "
+            "the owner",
             ("AcctGroupUser", "AccountingGroup"), ("acctgroupuser",)),
-    Command("nice_user", FAIR_SHARE, "recorded as the nice-user accounting group, as "
-            "HTCondor 9+ does", ("NiceUser", "AcctGroup", "AccountingGroup"), ("niceuser",),
-            default="false"),
-    Command("concurrency_limits", FAIR_SHARE, "recorded; the negotiator does not use it yet",
+    Command("nice_user", FAIR_SHARE, "the nice-user accounting group, as HTCondor 9+ does: "
+            "it gets only what nobody else wants",
+            ("NiceUser", "AcctGroup", "AccountingGroup"), ("niceuser",), default="false"),
+    Command("concurrency_limits", FAIR_SHARE, "honoured by the negotiator; limits from "
+            "[concurrency_limits], default [negotiator] concurrency_limit_default",
             ("ConcurrencyLimits",)),
-    Command("concurrency_limits_expr", FAIR_SHARE, "recorded", ("ConcurrencyLimits",)),
+    Command("concurrency_limits_expr", FAIR_SHARE, "honoured when it reads only the job's "
+            "own attributes", ("ConcurrencyLimits",)),
 )
 
 _DEFERRAL = (

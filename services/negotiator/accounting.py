@@ -39,8 +39,8 @@ class OwnerUsage:
 class Accountant:
     """Owner usage with exponential decay; deterministic given the times passed in.
 
-    The negotiator calls `update(now, running_cpus_by_owner)` with what the slot
-    ads and claims say is running, then `priorities(now)` before each pass.
+    The negotiator calls `update(now, running_cpus_by_principal)` with what the
+    demand says is running, then `priorities(now)` before each pass.
     `snapshot()`/`restore()` let it keep usage across restarts.
     """
 

@@ -8,14 +8,16 @@ It negotiates shortly after demand or slots change, and on a timer. The pass
 itself is pure (logic.py). Between a match and the pilot's next slot ad, the
 resources a claim took are still shown free by the old ad; they are held back
 here ("in flight") until the pilot advertises the claim or the hold expires
-(the schedd may have had no job left to use it).
+(the schedd may have had no job left to use it). Until the schedd's next
+demand shows the claimed job as running, the claim also counts against its
+group's quota and its concurrency limits, so no two passes overrun them.
 
 A slot ad that does not parse, or tells of resources no machine has (negative,
 fewer than one cpu, more than 64 TiB of memory, more free than in total), is
 dead-lettered with the reason, never matched.
 
 Usage for fair share is read from the demand itself (running jobs × their
-cpus, per owner), so the priorities rebuild from the bus after a restart.
+cpus, per principal), so the priorities rebuild from the bus after a restart.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 import classad2
@@ -38,6 +41,7 @@ from services.runtime.config import PoolConfig
 
 from . import logic
 from .accounting import Accountant
+from .groups import FairSharePolicy
 
 log = logging.getLogger("burst.negotiator")
 
@@ -45,10 +49,12 @@ REACT_DELAY_S = 0.2
 IN_FLIGHT_S = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class InFlight:
     claim: Claim
     at: float
+    autocluster: tuple[str, str]  # (schedd, autocluster id)
+    advertised: bool = False  # the pilot shows it: only the schedd's demand may not yet
 
 
 class Negotiator:
@@ -57,8 +63,10 @@ class Negotiator:
         self.bus = bus
         self.demand: dict[str, DemandSnapshot] = {}
         self.slots: dict[str, tuple[SlotAdvertised, float]] = {}
-        self.in_flight: dict[str, list[InFlight]] = {}  # pilot id -> claims not yet advertised
-        self.table = logic.AdTable()
+        self.in_flight: dict[str, list[InFlight]] = {}  # pilot id -> claims the demand lacks
+        self._checked_ads: dict[str, str] = {}  # pilot id -> its last ad found believable
+        self.table = logic.AdTable(logic.NegotiationConfig(
+            policy=FairSharePolicy.from_pool(pool)))
         self.accountant = Accountant(half_life_s=pool.services.negotiator_half_life_s)
         self.run_id = uuid.uuid4().hex[:6]
         self.cycle = 0
@@ -88,27 +96,36 @@ class Negotiator:
         if old is not None and old.time > msg.time:
             return
         self.demand[msg.schedd] = msg
+        # This demand shows as running what its pilots already advertise (the schedd
+        # claimed the jobs before it sent them there).
+        for pilot_id, flights in self.in_flight.items():
+            self.in_flight[pilot_id] = [f for f in flights if not f.advertised
+                                        or f.autocluster[0] != msg.schedd]
         if any(ac.idle for ac in msg.autoclusters) or old is None:
             self._soon()
 
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
         if not ctx.from_pilot(msg.pilot_id):
             return
-        try:
-            parsed = self.table.slot(msg.pilot_id, msg.ad)  # parsed once, kept for passes
-        except classad2.ClassAdException as exc:
-            raise PermanentError(f"slot ad of pilot {msg.pilot_id} does not parse: {exc}") \
-                from None
-        if problem := logic.slot_problem(msg, parsed):
-            raise PermanentError(f"slot ad of pilot {msg.pilot_id}: {problem}")
+        if self._checked_ads.get(msg.pilot_id) != msg.ad:  # heartbeats repeat the last ad
+            try:
+                parsed = classad2.ClassAd(msg.ad)
+            except classad2.ClassAdException as exc:
+                raise PermanentError(f"slot ad of pilot {msg.pilot_id} does not parse: {exc}"
+                                     ) from None
+            if problem := logic.slot_problem(msg, parsed):
+                raise PermanentError(f"slot ad of pilot {msg.pilot_id}: {problem}")
+            if len(self._checked_ads) > 200_000:
+                self._checked_ads.clear()
+            self._checked_ads[msg.pilot_id] = msg.ad
         old = self.slots.get(msg.pilot_id)
         if old is not None and old[0].seq > msg.seq:
             return
         self.slots[msg.pilot_id] = (msg, time.time())
         advertised = set(msg.claims)  # digests: claim ids never travel in events
-        flights = [f for f in self.in_flight.get(msg.pilot_id, [])
-                   if claim_digest(f.claim.claim_id) not in advertised]
-        self.in_flight[msg.pilot_id] = flights
+        for flight in self.in_flight.get(msg.pilot_id, []):
+            flight.advertised = flight.advertised or \
+                claim_digest(flight.claim.claim_id) in advertised
         if old is None or (old[0].free_cpus, old[0].state) != (msg.free_cpus, msg.state):
             self._soon()
 
@@ -141,12 +158,18 @@ class Negotiator:
                 continue
             flights = [f for f in self.in_flight.get(pilot_id, []) if now - f.at < IN_FLIGHT_S]
             self.in_flight[pilot_id] = flights
+            held = [f.claim for f in flights if not f.advertised]
+            # The same message while nothing is held: the pass sees the slot unchanged.
             live.append(dataclasses.replace(
                 msg,
-                free_cpus=msg.free_cpus - sum(f.claim.cpus for f in flights),
-                free_memory_mb=msg.free_memory_mb - sum(f.claim.memory_mb for f in flights),
-                free_disk_mb=msg.free_disk_mb - sum(f.claim.disk_mb for f in flights)))
+                free_cpus=msg.free_cpus - sum(c.cpus for c in held),
+                free_memory_mb=msg.free_memory_mb - sum(c.memory_mb for c in held),
+                free_disk_mb=msg.free_disk_mb - sum(c.disk_mb for c in held)) if held else msg)
         return live
+
+    def claimed(self) -> Counter:
+        """Claims per autocluster the schedds' demand may not show as running yet."""
+        return Counter(f.autocluster for flights in self.in_flight.values() for f in flights)
 
     def negotiate(self) -> None:
         self._pending = False
@@ -154,16 +177,18 @@ class Negotiator:
         demand = {schedd: snap.autoclusters for schedd, snap in self.demand.items()}
         if not any(ac.idle for acs in demand.values() for ac in acs):
             return
-        self.accountant.update(now, running_cpus_by_owner(demand, self.table))
+        self.accountant.update(now, running_cpus_by_principal(demand, self.table))
         slots = self.live_slots(now)
         self.cycle += 1
         started = time.perf_counter()
         result = logic.negotiate(demand, slots, self.accountant.priorities(now), table=self.table,
-                                 claim_prefix=f"{self.run_id}-{self.cycle}")
+                                 claim_prefix=f"{self.run_id}-{self.cycle}",
+                                 claimed=self.claimed())
         duration_ms = (time.perf_counter() - started) * 1000
         for offer in result.offers(self.cycle):
+            key = (offer.schedd, offer.autocluster)
             for claim in offer.claims:
-                self.in_flight.setdefault(claim.pilot_id, []).append(InFlight(claim, now))
+                self.in_flight.setdefault(claim.pilot_id, []).append(InFlight(claim, now, key))
             self.bus.send(offer, to=offer.schedd)
         for analysis in result.analyses():
             if self.last_reasons.get(analysis.schedd) != analysis.reasons:
@@ -178,14 +203,16 @@ class Negotiator:
                 matches=result.match_count, priorities=dict(result.priorities)))
 
 
-def running_cpus_by_owner(demand: dict[str, list[AutoCluster]],
-                          table: logic.AdTable) -> dict[str, float]:
-    """Cpus each owner's running jobs hold: running jobs × their request (parsed once)."""
+def running_cpus_by_principal(demand: dict[str, list[AutoCluster]],
+                              table: logic.AdTable) -> dict[str, float]:
+    """Cpus each fair-share principal's running jobs hold (AccountingGroup "group.user",
+    else the owner): running jobs × their request, ads parsed once."""
     usage: dict[str, float] = {}
     for autoclusters in demand.values():
         for ac in autoclusters:
             if ac.running:
-                cpus = table.job(ac.ad, ac.owner).request.cpus
-                usage[ac.owner] = usage.get(ac.owner, 0.0) + ac.running * cpus
+                job = table.job(ac.ad, ac.owner, ac.desired_sites)
+                principal = job.charge.principal
+                usage[principal] = usage.get(principal, 0.0) + ac.running * job.request.cpus
     return usage
 

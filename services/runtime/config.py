@@ -171,11 +171,32 @@ class ServiceTimers:
 
 
 @dataclass(frozen=True)
+class AccountingGroupConfig:
+    """An accounting group's share of the pool (HTCondor's GROUP_QUOTA_<name> in cpus, or
+    GROUP_QUOTA_DYNAMIC_<name> as a fraction); jobs join it with accounting_group."""
+
+    name: str
+    quota: Annotated[float, msgspec.Meta(ge=0)] | None = None  # cpus
+    quota_fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None  # of the pool
+    accept_surplus: bool | None = None  # GROUP_ACCEPT_SURPLUS_<name>; [negotiator]'s default
+
+
+@dataclass(frozen=True)
+class NegotiatorConfig:
+    accept_surplus: bool = False  # GROUP_ACCEPT_SURPLUS: may groups use what others leave?
+    concurrency_limit_default: Annotated[float, msgspec.Meta(ge=0)] = 2308032.0  # HTCondor's
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     path: Path
     entries: tuple[EntryConfig, ...]
     groups: tuple[GroupConfig, ...]
     services: ServiceTimers = field(default_factory=ServiceTimers)
+    negotiator: NegotiatorConfig = field(default_factory=NegotiatorConfig)
+    accounting_groups: tuple[AccountingGroupConfig, ...] = ()
+    # HTCondor's <NAME>_LIMIT: how many jobs naming NAME in concurrency_limits may run.
+    concurrency_limits: dict[str, float] = field(default_factory=dict)
 
     def entry(self, name: str) -> EntryConfig:
         for entry in self.entries:
@@ -186,11 +207,16 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class _PoolFile:
-    """The TOML file as written: [[entry]], [[group]] and [services] tables."""
+    """The TOML file as written: [[entry]], [[group]], [services], [negotiator],
+    [[accounting_group]] and [concurrency_limits] tables."""
 
     entry: tuple[EntryConfig, ...] = ()
     group: tuple[GroupConfig, ...] = ()
     services: ServiceTimers = field(default_factory=ServiceTimers)
+    negotiator: NegotiatorConfig = field(default_factory=NegotiatorConfig)
+    accounting_group: tuple[AccountingGroupConfig, ...] = ()
+    concurrency_limits: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = field(
+        default_factory=dict)
 
 
 def load_pool_config(path: Path | str) -> PoolConfig:
@@ -209,6 +235,7 @@ def load_pool_config(path: Path | str) -> PoolConfig:
     where = str(path)
     _refuse_unknown(_PoolFile, raw, where, "")
     _check_amounts(raw, where)
+    _check_limit_values(raw.get("concurrency_limits"), where)
     try:
         pool = msgspec.convert(raw, _PoolFile)
     except msgspec.ValidationError as exc:
@@ -219,10 +246,20 @@ def load_pool_config(path: Path | str) -> PoolConfig:
         _check_group(group, f"{where}: group[{i}]")
     _unique([e.name for e in pool.entry], f"{where}: entry names")
     _unique([g.name for g in pool.group], f"{where}: group names")
+    for i, group in enumerate(pool.accounting_group):
+        _check_accounting_group(group, f"{where}: accounting_group[{i}]")
+    _unique([g.name for g in pool.accounting_group], f"{where}: accounting_group names")
+    for name in pool.concurrency_limits:
+        if not _LIMIT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: concurrency_limits.{name}: not a limit name (letters, "
+                              "digits, '_' and '.'; quote names with a dot: \"a.b\" = 2)")
+    _unique([n.lower() for n in pool.concurrency_limits], f"{where}: concurrency_limits names")
     if not pool.entry:
         raise ConfigError(f"{where}: no [[entry]] configured; the pool could never grow")
     return PoolConfig(path=path, entries=pool.entry,
-                      groups=pool.group or (GroupConfig(name="main"),), services=pool.services)
+                      groups=pool.group or (GroupConfig(name="main"),), services=pool.services,
+                      negotiator=pool.negotiator, accounting_groups=pool.accounting_group,
+                      concurrency_limits=dict(pool.concurrency_limits))
 
 
 def _refuse_unknown(cls: type, raw: Any, where: str, key: str) -> None:
@@ -266,8 +303,9 @@ def _explain(exc: msgspec.ValidationError, raw: dict, where: str) -> str:
     """msgspec's "Expected `int`, got `str` - at `$.entry[2].cpus`" in the file's terms."""
     match = _AT.match(str(exc))
     what, key = (match["what"], match["key"]) if match else (str(exc), "")
-    if " >= " in what:  # a bound: msgspec does not say what was written
+    if " >= " in what or " <= " in what:  # a bound: msgspec does not say what was written
         what += f", got {_value_at(raw, key)!r}"
+    what = what.replace(" | null", "")  # an optional key: TOML has no null to write
     for word, toml in _WORDS.items():
         what = what.replace(word, toml)
     what = re.sub(r"Object missing required field `(.*)`", r"missing required field '\1'", what)
@@ -320,6 +358,30 @@ def _check_group(group: GroupConfig, where: str) -> None:
             raise ConfigError(f"{where}.credentials.{domain}: not a credential reference; "
                               "write env:VARIABLE, file:/path/to/secret or none, never the "
                               "secret itself")
+
+
+_LIMIT_NAME = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def _check_limit_values(limits: Any, where: str) -> None:
+    """msgspec names no key of a table read as a dict; say which limit is wrong."""
+    if not isinstance(limits, dict):
+        return
+    for name, value in limits.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"{where}: concurrency_limits.{name}: expected a number, got a "
+                              f"table (quote a name with a dot: \"{name}.x\" = 2)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}: concurrency_limits.{name}: expected a number >= 0, "
+                              f"got {value!r}")
+
+
+def _check_accounting_group(group: AccountingGroupConfig, where: str) -> None:
+    if (group.quota is None) == (group.quota_fraction is None):
+        raise ConfigError(f"{where}: set one of quota (cpus) and quota_fraction (of the pool)")
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", group.name):
+        raise ConfigError(f"{where}.name: {group.name!r}: letters, digits, '_' and '-' only "
+                          "(groups are one level: no '.')")
 
 
 def _unique(names: list[str], where: str) -> None:

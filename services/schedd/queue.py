@@ -22,7 +22,7 @@ from services.condor.syntax import format_arguments
 # Rank read from the job itself (MY.x, or a bare name defined in the ad) are
 # added per job: two jobs that differ in those must not share an autocluster.
 SIGNIFICANT = ("Requirements", "Rank", "RequestCpus", "RequestMemory", "RequestDisk",
-               "DESIRED_Sites", "JobUniverse")
+               "DESIRED_Sites", "JobUniverse", "AccountingGroup", "ConcurrencyLimits")
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,8 @@ def test_an_unknown_field_in_a_nested_limits_table(tmp_path):
 def test_an_unknown_table(tmp_path):
     assert error(tmp_path, ENTRY + "[servces]\n") == (
         f"{tmp_path}/burst.toml: unknown field(s) ['servces']; "
-        "known: ['entry', 'group', 'services']")
+        "known: ['accounting_group', 'concurrency_limits', 'entry', 'group', 'negotiator', "
+        "'services']")
 
 
 def test_a_missing_required_field(tmp_path):
@@ -149,3 +150,60 @@ def test_an_entry_declares_the_custom_resources_its_pilots_carry(tmp_path):
 ])
 def test_a_bad_resource_names_its_key(tmp_path, text, message):
     assert error(tmp_path, ENTRY + text + "\n").startswith(f"{tmp_path}/burst.toml: {message}")
+
+
+GROUPS = ENTRY + """
+[negotiator]
+accept_surplus = true
+concurrency_limit_default = 4
+
+[[accounting_group]]
+name = "physics"
+quota_fraction = 0.75
+
+[[accounting_group]]
+name = "bio"
+quota = 8
+accept_surplus = false
+
+[concurrency_limits]
+license_a = 10
+"matlab.west" = 2
+"""
+
+
+def test_accounting_groups_and_concurrency_limits(tmp_path):
+    from services.negotiator.groups import FairSharePolicy, GroupQuota
+
+    pool = load(tmp_path, GROUPS)
+    policy = FairSharePolicy.from_pool(pool)
+    assert policy.groups == (GroupQuota("physics", 0.75, dynamic=True, accept_surplus=True),
+                             GroupQuota("bio", 8.0, dynamic=False, accept_surplus=False))
+    assert policy.limit("license_a") == 10 and policy.limit("matlab.west") == 2
+    assert policy.limit("unnamed") == 4
+    assert policy.quotas(40) == {"bio": 8.0, "physics": 24.0, "<none>": 8.0}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[accounting_group]]\nname = "physics"\n',
+     "accounting_group[0]: set one of quota (cpus) and quota_fraction (of the pool)"),
+    ('[[accounting_group]]\nname = "physics"\nquota = 2\nquota_fraction = 0.5\n',
+     "accounting_group[0]: set one of quota (cpus) and quota_fraction (of the pool)"),
+    ('[[accounting_group]]\nname = "physics"\nquota_fraction = 1.5\n',
+     "accounting_group[0].quota_fraction: expected float <= 1.0, got 1.5"),
+    ('[[accounting_group]]\nname = "physics"\nquota = "lots"\n',
+     "accounting_group[0].quota: expected float, got str"),
+    ('[[accounting_group]]\nname = "physics.cms"\nquota = 2\n',
+     "accounting_group[0].name: 'physics.cms': letters, digits, '_' and '-' only (groups are "
+     "one level: no '.')"),
+    ('[[accounting_group]]\nname = "a"\nquota = 1\n[[accounting_group]]\nname = "a"\nquota = 2\n',
+     "accounting_group names: 'a' appears twice"),
+    ("[concurrency_limits]\nlicense_a = \"ten\"\n",
+     "concurrency_limits.license_a: expected a number >= 0, got 'ten'"),
+    ("[concurrency_limits]\nmatlab.west = 2\n",
+     "concurrency_limits.matlab: expected a number, got a table (quote a name with a dot: "
+     '"matlab.x" = 2)'),
+    ("[negotiator]\naccept_surplus = 1\n", "negotiator.accept_surplus: expected bool, got int"),
+])
+def test_mistakes_in_the_negotiator_tables(tmp_path, text, message):
+    assert error(tmp_path, ENTRY + text) == f"{tmp_path}/burst.toml: {message}"

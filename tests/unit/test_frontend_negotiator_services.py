@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -80,17 +81,22 @@ def offers(inbox: Inbox) -> list[MatchOffer]:
     return [m for m in inbox.items if isinstance(m, MatchOffer)]
 
 
-def test_negotiator_offers_claims_and_does_not_promise_the_same_cores_twice(wired):
-    bus, negotiator, inbox = wired(lambda b: Negotiator(POOL, b), "match.offer")
-    bus.emit(slot_ad("p1", free_cpus=4))
-    bus.emit(snapshot(AutoCluster("ac1", "alice", JOB, idle=6)))
+def pass_after(bus, negotiator, *messages) -> None:
+    """Deliver `messages`, then run a pass and let its output go out."""
+    for msg in messages:
+        bus.emit(msg)
     bus.wait_idle()
     negotiator.negotiate()
     bus.wait_idle()
+
+
+def test_negotiator_offers_claims_and_does_not_promise_the_same_cores_twice(wired):
+    bus, negotiator, inbox = wired(lambda b: Negotiator(POOL, b), "match.offer")
+    pass_after(bus, negotiator, slot_ad("p1", free_cpus=4),
+               snapshot(AutoCluster("ac1", "alice", JOB, idle=6)))
     (offer,) = offers(inbox)
     assert offer.autocluster == "ac1" and len(offer.claims) == 4
-    negotiator.negotiate()  # the pilot has not advertised the claims yet
-    bus.wait_idle()
+    pass_after(bus, negotiator)  # the pilot has not advertised the claims yet
     assert len(offers(inbox)) == 1
 
 
@@ -108,11 +114,35 @@ def test_negotiator_skips_retiring_and_stale_slots(wired):
 
 
 def test_usage_for_fair_share_counts_running_jobs_times_their_cpus():
-    from services.negotiator.handlers import running_cpus_by_owner
+    from services.negotiator.handlers import running_cpus_by_principal
     from services.negotiator.logic import AdTable
 
     two_cpus = JOB.replace("RequestCpus = 1", "RequestCpus = 2")
     demand = {"s1": [AutoCluster("a", "alice", two_cpus, idle=0, running=3),
                      AutoCluster("b", "bob", JOB, idle=5, running=0)],
               "s2": [AutoCluster("c", "alice", JOB, idle=0, running=1)]}
-    assert running_cpus_by_owner(demand, AdTable()) == {"alice": 7.0}
+    assert running_cpus_by_principal(demand, AdTable()) == {"alice": 7.0}
+
+
+def test_claims_count_against_a_group_quota_until_the_demand_shows_them(wired):
+    from services.condor.claims import claim_digest
+    from services.runtime.config import AccountingGroupConfig
+
+    pool = dataclasses.replace(POOL, accounting_groups=(
+        AccountingGroupConfig("physics", quota=2, accept_surplus=False),))
+    bus, negotiator, inbox = wired(lambda b: Negotiator(pool, b), "match.offer")
+    physics = JOB.replace("]", '; AccountingGroup = "physics.alice"]')
+    pass_after(bus, negotiator, slot_ad("p1", free_cpus=4),
+               snapshot(AutoCluster("ac1", "alice", physics, idle=10)))
+    (offer,) = offers(inbox)
+    assert len(offer.claims) == 2
+    # The pilot runs both claims before the schedd's demand says so: still the group's 2 cpus.
+    digests = [claim_digest(c.claim_id) for c in offer.claims]
+    pass_after(bus, negotiator, dataclasses.replace(
+        slot_ad("p1", free_cpus=2, state="busy", seq=2), claims=digests))
+    assert len(offers(inbox)) == 1
+    pass_after(bus, negotiator,
+               snapshot(AutoCluster("ac1", "alice", physics, idle=8, running=2), seq=2))
+    assert len(offers(inbox)) == 1
+    reasons = [m for m in inbox.items if isinstance(m, MatchAnalysis)][-1].reasons
+    assert reasons["ac1"] == "accounting group physics is at its quota: 2 cpus in use, quota 2"

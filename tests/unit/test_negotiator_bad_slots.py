@@ -3,6 +3,7 @@ absurd) is dead-lettered with the reason and never matched."""
 
 from __future__ import annotations
 
+import classad2
 import pytest
 
 from schemas.slot import SlotAdvertised
@@ -22,7 +23,7 @@ def slot(ad: str = GOOD_AD, cpus: int = 4, memory_mb: int = 8192, disk_mb: int =
 
 
 def problem(msg: SlotAdvertised) -> str:
-    return logic.slot_problem(msg, logic.SlotAd(msg.ad))
+    return logic.slot_problem(msg, classad2.ClassAd(msg.ad))
 
 
 def test_a_real_machine_is_believed():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._base import ClassVar, message
+from .files import FileFetch
 
 
 @message
@@ -83,6 +84,14 @@ class ClaimActivate:
     disk_mb: int
     output_files: list[str] = field(default_factory=list)  # transfer_output_files; [] = all new
     stream_names: dict[str, str] = field(default_factory=dict)  # stdin/stdout/stderr names
+    # Object storage and URLs (schemas/files.py): inputs fetched before the job starts, and
+    # presigned PUT URLs by slot ("stdout", "stderr", "0", "1", ...) for outputs bigger than
+    # inline_max_bytes (0: no uploads; everything returns inside job.report).
+    fetch: list[FileFetch] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)
+    inline_max_bytes: int = 0
+    fetch_max_bytes: int = 0  # cap on a fetched file of unknown size
+    fetch_timeout_s: float = 60.0  # a fetch or upload that moves no byte this long fails
 
 
 @message

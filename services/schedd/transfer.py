@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,7 +41,9 @@ from services.runtime.config import StorageConfig
 from . import confined
 from .confined import Content
 from .logic import Transfers, plain_file_name
-from .storage import ObjectStore, StorageError
+from .storage import ObjectStore, StorageError, StorageUnavailable
+
+log = logging.getLogger("burst.schedd.transfer")
 
 MAX_INLINE_BYTES = 64 * 1024 * 1024  # per job, inside messages; burst submit refuses more
 MANIFEST = ".stored.json"  # in a spool directory: the set's files kept in object storage
@@ -126,7 +129,10 @@ def claim_transfers(store: ObjectStore | None, config: StorageConfig, ad: classa
                     stored: Mapping[str, StoredFile]) -> Transfers:
     """What the pilot of this claim fetches before the job starts (files in object storage,
     URLs of transfer_input_files) and where it may put big outputs; TransferError when a
-    file cannot be had (object storage gone from the configuration, a bad URL)."""
+    file cannot be had (object storage gone from the configuration, a bad URL). Object
+    storage that cannot be reached (the embedded cloud not running) raises
+    StorageUnavailable for a job that needs it for its inputs: it waits. A job that needs it
+    only for outputs gets no upload URLs, and its outputs return inside the report."""
     cluster, proc = job
     fetch: list[FileFetch] = []
     for name, file in sorted(stored.items()):
@@ -151,8 +157,11 @@ def claim_transfers(store: ObjectStore | None, config: StorageConfig, ad: classa
     uploads: dict[str, str] = {}
     if store is not None:
         run = store.run_prefix(cluster, proc, claim_id)
-        uploads = {slot: store.presign_put(run + slot)
-                   for slot in upload_slots(ad, config.output_slots)}
+        try:
+            uploads = {slot: store.presign_put(run + slot)
+                       for slot in upload_slots(ad, config.output_slots)}
+        except StorageUnavailable as exc:  # its outputs return inside the report, capped
+            log.warning("event=no_upload_urls job=%d.%d reason=%r", cluster, proc, str(exc))
     return Transfers(fetch=tuple(fetch), uploads=uploads,
                      inline_max_bytes=config.inline_max_bytes if store is not None else 0,
                      fetch_max_bytes=config.url_max_bytes, fetch_timeout_s=config.url_timeout_s)

@@ -88,9 +88,11 @@ def fetch(url: str) -> bytes:
 
 def test_a_big_input_reaches_the_pilot_through_object_storage_not_the_activation(h, tmp_path,
                                                                                   storage):
-    submit_staged(h, tmp_path, job_ad(tmp_path, TransferOutput="r.txt"))
+    submit_staged(h, tmp_path, job_ad(tmp_path, cmd=str(tmp_path / "big.dat"),
+                                      TransferOutput="r.txt"))
     msg = activated(h)
     assert msg.files == {"small.txt": b"small"}
+    assert msg.executable == "big.dat"  # it travels (through object storage), by its name
     (item,) = msg.fetch
     assert (item.name, item.source, item.sha256, item.size) == ("big.dat", "big.dat",
                                                                  sha256(BIG), len(BIG))
@@ -239,3 +241,18 @@ def test_burst_submit_hashes_big_files_and_reads_only_small_ones(tmp_path, stora
     (tmp_path / "big.dat").write_bytes(BIG)
     inputs.upload(found.uploads(), {big.sha256: url}, str(path))
     assert fetch(storage.presign_get(storage.input_key(4, big.sha256))) == BIG
+
+
+def test_with_the_embedded_cloud_down_jobs_run_and_their_outputs_return_inline(settings,
+                                                                                tmp_path):
+    down = ObjectStore(StorageConfig(endpoint="embedded"), settings, "s1")  # no cloud.json
+    h = Harness(settings, tmp_path, storage=down, files=down.config)
+    try:
+        h.submit([job_ad(tmp_path)])
+        msg = activated(h)
+        assert msg.uploads == {} and msg.fetch == []
+        h.report(msg.job_id, msg.claim_id, "exited", exit_code=0, stdout=b"inline\n")
+        assert h.q()["1.0"].state == "completed"
+        assert (tmp_path / "job.out").read_text() == "inline\n"
+    finally:
+        h.bus.stop()

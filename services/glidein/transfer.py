@@ -8,10 +8,11 @@
                                 reported with its sha256 and size (StoredOutput)
 
 Both run in a Worker thread, so the pilot's I/O thread (its bus, its other jobs)
-never waits on the network. The pilot holds no storage credentials: only the
-URLs of this claim, which name one object each and expire. Failures name a file
-as its user knows it (the URL without its query, the input's name), never a
-presigned URL.
+never waits on the network. A transfer the network or the server failed (5xx,
+no connection, a stall) is tried ATTEMPTS times, with a pause between. The
+pilot holds no storage credentials: only the URLs of this claim, which name one
+object each and expire. Failures name a file as its user knows it (the URL
+without its query, the input's name), never a presigned URL.
 """
 
 from __future__ import annotations
@@ -23,12 +24,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
 from schemas.files import StoredOutput
 from schemas.slot import ClaimActivate
 from services.runtime import httpfiles
 
 MiB = 1024 * 1024
 STREAMS = ("stdout", "stderr")
+ATTEMPTS = 3
+
+
+def _retrying(cancelled: threading.Event | None) -> Retrying:
+    def worth_again(exc: BaseException) -> bool:
+        return isinstance(exc, httpfiles.TransferError) and exc.retryable and not (
+            cancelled is not None and cancelled.is_set())
+
+    return Retrying(retry=retry_if_exception(worth_again), stop=stop_after_attempt(ATTEMPTS),
+                    wait=wait_exponential(multiplier=0.5, max=4.0), reraise=True)
 
 
 class TransferFailed(Exception):
@@ -69,9 +82,9 @@ def fetch_inputs(msg: ClaimActivate, scratch: Path, cancelled: threading.Event) 
             raise TransferFailed(f"input {item.source}: {item.name!r} is not a plain file name")
         cap = item.size if item.size >= 0 else (msg.fetch_max_bytes or 2**63)
         try:
-            httpfiles.download(item.url, scratch / item.name, max_bytes=cap,
-                               timeout_s=msg.fetch_timeout_s, sha256=item.sha256,
-                               size=item.size, cancelled=cancelled)
+            _retrying(cancelled)(httpfiles.download, item.url, scratch / item.name,
+                                 max_bytes=cap, timeout_s=msg.fetch_timeout_s,
+                                 sha256=item.sha256, size=item.size, cancelled=cancelled)
         except FileExistsError:
             raise TransferFailed(f"input {item.source}: another input is named {item.name}"
                                  ) from None
@@ -145,9 +158,14 @@ def gather(msg: ClaimActivate, streams: Opened, files: Opened, *, max_inline_byt
 def _upload(msg: ClaimActivate, slot: str, name: str, file: BinaryIO,
             cancelled: threading.Event | None) -> StoredOutput:
     size = _size(file)
+
+    def send() -> str:
+        file.seek(0)  # again from the start, on a retry
+        return httpfiles.upload(msg.uploads[slot], file, size, timeout_s=msg.fetch_timeout_s,
+                                cancelled=cancelled)
+
     try:
-        sha256 = httpfiles.upload(msg.uploads[slot], file, size, timeout_s=msg.fetch_timeout_s,
-                                  cancelled=cancelled)
+        sha256 = _retrying(cancelled)(send)
     except httpfiles.TransferError as exc:
         raise TransferFailed(f"cannot return {name} through object storage: {exc}") from None
     return StoredOutput(slot=slot, sha256=sha256, size=size)

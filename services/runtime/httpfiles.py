@@ -32,7 +32,12 @@ SCHEMES = ("http", "https")
 
 
 class TransferError(Exception):
-    """A file that could not be moved; str() says why, without the URL."""
+    """A file that could not be moved; str() says why, without the URL. `retryable`: the
+    other side or the network failed (5xx, no connection, a stall), not the request."""
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class _HttpOnly(urllib.request.HTTPRedirectHandler):
@@ -127,10 +132,11 @@ def _exchange(request: urllib.request.Request, timeout_s: float, use):
         with _OPENER.open(request, timeout=timeout_s) as answer:
             return use(answer)
     except urllib.error.HTTPError as exc:
-        raise TransferError(f"HTTP {exc.code} {exc.reason}") from None
+        raise TransferError(f"HTTP {exc.code} {exc.reason}", retryable=exc.code >= 500
+                            ) from None
     except urllib.error.URLError as exc:
-        raise TransferError(f"cannot connect: {exc.reason}") from None
+        raise TransferError(f"cannot connect: {exc.reason}", retryable=True) from None
     except TimeoutError:
-        raise TransferError(f"no answer within {timeout_s:g} s") from None
+        raise TransferError(f"no answer within {timeout_s:g} s", retryable=True) from None
     except OSError as exc:  # a connection reset mid-transfer, a full disk
-        raise TransferError(exc.strerror or str(exc)) from None
+        raise TransferError(exc.strerror or str(exc), retryable=True) from None

@@ -6,7 +6,9 @@ the embedded cloud's S3 (moto)."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import socket
+import threading
 import time
 import uuid
 
@@ -15,6 +17,7 @@ import pytest
 from botocore.config import Config
 
 from schemas.files import FileFetch
+from services.condor.slot import Resources, slot_ad
 from services.glidein.executor import JobRun
 from tests.unit.test_glidein_executor import CTX, activation, run_job, script, wait_result
 
@@ -142,8 +145,6 @@ def test_a_job_killed_while_its_inputs_arrive_never_starts(tmp_path):
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/slow.bin"
         msg = activation("/bin/sh", ["-c", "touch started"],
                          fetch=[FileFetch("slow.bin", url, url)], fetch_timeout_s=30.0)
-        from services.condor.slot import Resources, slot_ad
-
         run = JobRun(msg, slot_ad(CTX, Resources(1, 100, 10)), tmp_path)
         assert run.start() is None and run.poll() is None and run.proc is None
         began = time.monotonic()
@@ -151,3 +152,43 @@ def test_a_job_killed_while_its_inputs_arrive_never_starts(tmp_path):
         result = wait_result(run)
         assert (result.state, result.reason) == ("held", "killed")
         assert time.monotonic() - began < 5 and run.proc is None
+
+
+class _FlakyOnce(http.server.BaseHTTPRequestHandler):
+    """503 to the first GET of each path, then the path's bytes; 404 to a path under /gone."""
+
+    seen: set[str] = set()
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+    def do_GET(self):  # noqa: N802 (the base class's name)
+        first = self.path not in self.seen
+        self.seen.add(self.path)
+        code = 404 if self.path.startswith("/gone") else 503 if first else 200
+        body = self.path.encode() if code == 200 else b""
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def flaky():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyOnce)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_error_is_tried_again_a_client_error_is_not(tmp_path, flaky):
+    fetch = [FileFetch("data.txt", f"{flaky}/data.txt", "https://example.org/data.txt")]
+    result = run_job(activation("/bin/cat", ["data.txt"], fetch=fetch), tmp_path)
+    assert (result.state, result.stdout) == ("exited", b"/data.txt")
+    began = time.monotonic()
+    fetch = [FileFetch("x.txt", f"{flaky}/gone/x.txt", "https://example.org/x.txt")]
+    result = run_job(activation("/bin/cat", fetch=fetch, claim_id="c2"), tmp_path)
+    assert result.reason == "cannot fetch input https://example.org/x.txt: HTTP 404 Not Found"
+    assert time.monotonic() - began < 1.0  # at once: asking again would not help

@@ -2,7 +2,8 @@
 one cloud entry: a 20 MB input reaches a job on a VM intact, its 20 MB output and a 3 MB
 stdout come back intact, and no message on the command exchange carries a file over the
 threshold; URL inputs (a local HTTP server, s3:// in the embedded bucket) reach the job,
-and a URL that cannot be fetched holds the job with a reason naming it."""
+and a URL that cannot be fetched holds the job with a reason naming it. Presigned URLs are
+capabilities: none shows in events, logs or status."""
 
 from __future__ import annotations
 
@@ -157,3 +158,15 @@ def test_a_url_that_cannot_be_fetched_holds_the_job_naming_it(pool, pilot, web_r
         pool.job(f"{cluster}.0")), 10, "the job held")
     assert f"{url}/{name}" in job["hold_reason"] and reason in job["hold_reason"], job
     assert "t0p" not in job["hold_reason"]  # a URL's query may hold a secret: never shown
+
+
+def test_no_presigned_url_in_events_logs_or_status(pool, pilot):
+    state = pool.root / "state"
+    places = {"burst events": pool.ok("events", "--json"),
+              "burst status": pool.ok("status", "--json"), "burst q": pool.ok("q", "--json")}
+    for path in [*state.glob("logs/*.log"), *state.glob("cloud/vms/*/console.log")]:
+        places[str(path)] = path.read_text(errors="replace")
+    assert any("cloud/vms" in where for where in places), places.keys()
+    for where, text in places.items():
+        for capability in ("X-Amz-Signature", "X-Amz-Credential"):
+            assert capability not in text, (where, capability)

@@ -1,9 +1,11 @@
 """`make demo`: the whole grow-run-shrink cycle on this machine, through the CLI.
 
     burst up -d ─▶ submit alice (12 × 1 cpu), bob (9 × 2 cpus, one pinned to OpenNebula),
-                   carol (one job pinned to each cloud site), one impossible job
+                   carol (one job pinned to each cloud site), dave (20 MiB in and out of an
+                   OpenStack VM through the embedded cloud's S3), one impossible job
                ─▶ progress until every runnable job completed
-               ─▶ check every output file, and where each job ran (burst q --json)
+               ─▶ check every output file (dave's by sha256), and where each job ran
+                  (burst q --json)
                ─▶ wait for idle pilots to retire and for every VM to be gone
                   (DescribeInstances at the embedded cloud's endpoint), and read back the
                   user data of every VM launched: a spent boot token, no secret
@@ -21,6 +23,7 @@ every check passed.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -48,6 +51,7 @@ LIVE_VM_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 # the demo can look for them where they must never be.
 ACCESS_KEY = "DEMO" + secrets.token_hex(8).upper()
 SECRET_KEY = secrets.token_urlsafe(24)
+BIG_BYTES = 20 * 1024 * 1024  # dave's input and output: through object storage, not messages
 
 
 def burst(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -91,6 +95,7 @@ def prepare() -> None:
     keys = WORK / "embedded.keys"  # burst-demo.toml: embedded = "file:work/embedded.keys"
     keys.write_text(f"{ACCESS_KEY}:{SECRET_KEY}\n")
     keys.chmod(0o600)
+    (WORK / "big.in").write_bytes(os.urandom(BIG_BYTES))  # dave's input
     shutil.rmtree(REPO / ".burst" / "demo", ignore_errors=True)
 
 
@@ -140,6 +145,19 @@ def progress_until_done(runnable: list[str], started: float) -> float | None:
 
 def ran_at_a_site(text: str, prefix: str) -> bool:
     return any(text.startswith(f"{prefix}{site}") for site in SITES)
+
+
+def check_big_files() -> str:
+    """dave's 20 MiB arrived at the VM and came back as they were (sha256 on both sides)."""
+    sent = hashlib.sha256((WORK / "big.in").read_bytes()).hexdigest()
+    returned = (WORK / "big.out").read_bytes()
+    seen_in = (WORK / "dave.in.sha").read_text().split()[0]
+    seen_out = (WORK / "dave.out.sha").read_text().split()[0]
+    if seen_in != sent:
+        fail(f"dave's job read big.in with sha256 {seen_in}, {sent} was sent")
+    if len(returned) != BIG_BYTES or hashlib.sha256(returned).hexdigest() != seen_out:
+        fail("dave's big.out did not come back as the job wrote it")
+    return sent
 
 
 def check_outputs(alice: dict, bob: dict, carol: dict) -> int:
@@ -271,13 +289,18 @@ def main() -> None:
     alice = submit("alice", "alice")
     bob = submit("bob", "bob")
     carol = submit("carol", "carol")
+    dave = submit("dave", "dave")
     impossible = submit("impossible", "alice")
-    runnable = alice["jobs"] + bob["jobs"] + carol["jobs"]
+    runnable = alice["jobs"] + bob["jobs"] + carol["jobs"] + dave["jobs"]
     say(f"-- waiting for {len(runnable)} runnable jobs (the pool starts with no pilots)")
     first_running = progress_until_done(runnable, submitted_at)
     checked = check_outputs(alice, bob, carol)
-    say(f"-- outputs: {checked} jobs wrote what they should")
-    pinned = {bob["jobs"][-1]: "opennebula", **dict(zip(carol["jobs"], CLOUD_SITES, strict=True))}
+    big = check_big_files()
+    say(f"-- outputs: {checked + 1} jobs wrote what they should; dave's 20 MiB went to an "
+        f"OpenStack VM and 20 MiB came back through object storage, sha256 checked "
+        f"(in: {big[:12]}...)")
+    pinned = {bob["jobs"][-1]: "opennebula", dave["jobs"][0]: "openstack",
+              **dict(zip(carol["jobs"], CLOUD_SITES, strict=True))}
     where = jobs_per_provider(runnable, pinned)
     say("-- jobs per provider: " + " ".join(f"{p}={n}" for p, n in sorted(where.items())))
     vms_seen = burst_json("status", "--since", str(STARTED_AT))["vms"]

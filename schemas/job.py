@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._base import ClassVar, message
+from .files import StoredFile, StoredOutput
 
 # --- commands to a schedd (RPC: the reply is the next schema) -------------------------------
 
@@ -28,6 +29,32 @@ class ClusterAllocated:
     VERSION: ClassVar[int] = 1
     schedd: str
     cluster: int
+    # Files bigger than this go through object storage (input.stage); 0: the schedd has no
+    # object storage, and every file travels inside job.submit.
+    inline_max_bytes: int = 0
+
+
+@message
+class InputStage:
+    """Before job.submit: where `burst submit` may put the cluster's big input files."""
+
+    NAME: ClassVar[str] = "input.stage"
+    VERSION: ClassVar[int] = 1
+    SENDERS: ClassVar[tuple[str, ...]] = ("user",)
+    cluster: int
+    owner: str
+    files: list[StoredFile]
+
+
+@message
+class InputUploads:
+    """Reply to input.stage: a presigned PUT URL per sha256 (send Content-Type
+    application/octet-stream), valid for expires_s."""
+
+    NAME: ClassVar[str] = "input.uploads"
+    VERSION: ClassVar[int] = 1
+    urls: dict[str, str]
+    expires_s: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +79,9 @@ class JobSubmit:
     # Sets of input files (name in the job's directory -> content); procs with the same
     # files share one set, so a file all jobs take travels once.
     input_sets: list[dict[str, bytes]] = field(default_factory=list)
+    # Files of those sets put in object storage (input.stage), by set: stored_inputs[i]
+    # holds the files of input_sets[i] that are not inline.
+    stored_inputs: list[dict[str, StoredFile]] = field(default_factory=list)
 
 
 @message
@@ -159,6 +189,10 @@ class JobReport:
     entry: str = ""
     site: str = ""
     provider: str = ""
+    # What went through the claim's upload URLs instead: "stdout"/"stderr", output files by
+    # name; the schedd fetches each and checks its sha256 and size.
+    stored_streams: dict[str, StoredOutput] = field(default_factory=dict)
+    stored_files: dict[str, StoredOutput] = field(default_factory=dict)
 
 
 # --- job events (schedd -> burst.events) -----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._base import ClassVar, message
+from .files import FileFetch
 
 
 @message
@@ -90,6 +91,14 @@ class ClaimActivate:
     # Custom resources claimed besides cpus, memory and disk ({"GPUs": 1, "Boats": 2}); the
     # pilot carves them out of its slot as it does cpus
     resources: dict[str, int] = field(default_factory=dict)
+    # Object storage and URLs (schemas/files.py): inputs fetched before the job starts, and
+    # presigned PUT URLs by slot ("stdout", "stderr", "0", "1", ...) for outputs bigger than
+    # inline_max_bytes (0: no uploads; everything returns inside job.report).
+    fetch: list[FileFetch] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)
+    inline_max_bytes: int = 0
+    fetch_max_bytes: int = 0  # cap on a fetched file of unknown size
+    fetch_timeout_s: float = 60.0  # a fetch or upload that moves no byte this long fails
 
 
 @message

@@ -6,9 +6,12 @@ AMQP_URL they fail (never skip): a missing broker in CI must be loud.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -61,3 +64,45 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """The S3 of the embedded cloud (a moto server on 127.0.0.1, any free port), once per
+    run: tests make buckets of their own names."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class _WebHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves its directory; /redirect-to/URL answers 302 to URL."""
+
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+    def do_GET(self):  # noqa: N802 (the base class's name)
+        if self.path.startswith("/redirect-to/"):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect-to/"))
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def web_root(tmp_path):
+    """(directory, base URL) of a local HTTP server (127.0.0.1) serving the directory."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_WebHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,16 +264,18 @@ def submit(file: Path, as_json: bool, owner: str | None, dry_run: bool,
         raise Failure(str(exc)) from None
     except OSError as exc:
         raise Failure(f"{file}: {exc.strerror}") from None
-    _read_submission(file, 1, owner)  # every check before a cluster id is taken
+    _check_submission(file, owner)  # every check before a cluster id is taken
     name = schedd_name(s, schedd)
     timeout = rpc_timeout()
     bus = client_bus(s)
     try:
         from schemas.job import ClusterNew
 
-        cluster = bus.call(ClusterNew(owner=owner), to=name, timeout=timeout).cluster
-        submission = _read_submission(file, cluster, owner)
-        jobs = _submit(bus, name, submission, timeout)
+        allocated = bus.call(ClusterNew(owner=owner), to=name, timeout=timeout)
+        cluster = allocated.cluster
+        submission = _read_submission(file, cluster, owner, allocated.inline_max_bytes)
+        _stage(bus, name, submission, timeout)
+        jobs = _submit(bus, name, submission.job, timeout)
     finally:
         bus.stop()
     if as_json:
@@ -281,8 +284,30 @@ def submit(file: Path, as_json: bool, owner: str | None, dry_run: bool,
         click.echo(f"{len(jobs)} job(s) submitted to cluster {cluster}.")
 
 
-def _read_submission(file: Path, cluster: int, owner: str) -> Any:
-    """The JobSubmit for `file`, its input files read; Failure (exit 1) names the problem."""
+def _check_submission(file: Path, owner: str) -> None:
+    """What `burst submit` checks before it takes a cluster id: the file, and that every
+    input file can be read (Failure, exit 1, names the problem)."""
+    from services.condor.submit import SubmitError, parse_submit_file
+
+    from . import inputs
+
+    try:
+        inputs.check(parse_submit_file(file, cluster=1, owner=owner), str(file), 1)
+    except (SubmitError, inputs.InputError) as exc:
+        raise Failure(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class _Submission:
+    job: Any  # the JobSubmit
+    inputs: Any  # inputs.Inputs: its big files still to be uploaded
+    source: str
+
+
+def _read_submission(file: Path, cluster: int, owner: str,
+                     inline_max_bytes: int) -> _Submission:
+    """The JobSubmit for `file`, its input files read (those over inline_max_bytes, when
+    the schedd has object storage, only hashed); Failure (exit 1) names the problem."""
     from schemas.job import JobSubmit, ProcAd
     from services.condor.submit import SubmitError, parse_submit_file
 
@@ -290,13 +315,34 @@ def _read_submission(file: Path, cluster: int, owner: str) -> Any:
 
     try:
         specs = parse_submit_file(file, cluster=cluster, owner=owner)
-        found = inputs.read(specs, str(file), cluster)
+        found = inputs.read(specs, str(file), cluster, inline_max_bytes=inline_max_bytes)
     except (SubmitError, inputs.InputError) as exc:
         raise Failure(str(exc)) from None
     procs = [ProcAd(proc=spec.proc, ad=spec.ad_text, inputs=found.index[spec.proc])
              for spec in specs]
-    return JobSubmit(cluster=cluster, owner=owner, submit_file=str(file.absolute()),
-                     procs=procs, input_sets=found.sets)
+    return _Submission(JobSubmit(cluster=cluster, owner=owner, submit_file=str(file.absolute()),
+                                 procs=procs, input_sets=found.sets,
+                                 stored_inputs=found.stored()), found, str(file))
+
+
+def _stage(bus: Any, schedd: str, submission: _Submission, timeout: float) -> None:
+    """Put the big input files in object storage, through URLs the schedd presigns."""
+    from schemas.files import StoredFile
+    from schemas.job import InputStage
+
+    from . import inputs
+
+    files = submission.inputs.uploads()
+    if not files:
+        return
+    job = submission.job
+    stage = InputStage(cluster=job.cluster, owner=job.owner,
+                       files=[StoredFile(f.sha256, f.size) for f in files.values()])
+    urls = bus.call(stage, to=schedd, timeout=timeout).urls
+    try:
+        inputs.upload(files, urls, submission.source)
+    except inputs.InputError as exc:
+        raise Failure(f"{exc} (cluster {job.cluster} was not queued)") from None
 
 
 def _submit(bus: Any, schedd: str, submission: Any, timeout: float) -> list[str]:

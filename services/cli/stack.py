@@ -88,18 +88,22 @@ def wants_cloud(settings: Settings) -> bool:
         pool = load_pool_config(settings.config_path)
     except ConfigError:
         return False
-    return any(entry.endpoint == "embedded" for entry in pool.entries)
+    return any(entry.endpoint == "embedded" for entry in pool.entries) or \
+        pool.storage.endpoint == "embedded"
 
 
-def credential_variables(settings: Settings) -> set[str]:
-    """The variables the groups' `env:` credential references name: the frontend reads
-    them, and no other service (nor the pilots and VMs they start) is given them."""
+def credential_variables(settings: Settings, reader: str = "frontend") -> set[str]:
+    """The variables `env:` credential references name that are `reader`'s alone: the
+    groups' (the frontend reads them) or the object storage's (the schedd). No other
+    service, nor the pilots and VMs they start, is given them."""
     try:
         pool = load_pool_config(settings.config_path)
     except ConfigError:
         return set()
-    return {ref[4:] for group in pool.groups for ref in group.credentials.values()
-            if ref.startswith("env:")}
+    references = {"frontend": [ref for group in pool.groups
+                               for ref in group.credentials.values()],
+                  "schedd": [pool.storage.credentials]}.get(reader, [])
+    return {ref[4:] for ref in references if ref.startswith("env:")}
 
 
 def stack_services(settings: Settings) -> tuple[str, ...]:
@@ -140,9 +144,10 @@ def start(settings: Settings, names: tuple[str, ...] | None = None
 
 
 def environment(settings: Settings, name: str) -> dict[str, str]:
-    """A service's environment: ours, on this pool, less the credential variables (but
-    for the frontend, which reads them)."""
-    secrets = set() if name == "frontend" else credential_variables(settings)
+    """A service's environment: ours, on this pool, less the credential variables of the
+    others (the frontend's, the schedd's)."""
+    secrets = {variable for reader in ("frontend", "schedd") if reader != name
+               for variable in credential_variables(settings, reader)}
     return {**{k: v for k, v in os.environ.items() if k not in secrets},
             "BURST_STATE_DIR": str(settings.state_dir), "BURST_NAMESPACE": settings.namespace,
             "AMQP_URL": settings.amqp_url, "BURST_CONFIG": str(settings.config_path.absolute())}

@@ -4,6 +4,8 @@
       ├─ MetadataService (imds.py)     127.0.0.1:<free port>, one path prefix per VM
       ├─ ApiServer (server.py)         moto EC2 + S3 on [services] cloud_port (0 = free port)
       ├─ VMHost (vmhost.py)            a thread: one watch cycle every cloud_interval_s
+      ├─ the [storage] bucket          made when object storage is on this cloud (the
+      │                                schedd's job files: services/schedd/storage.py)
       └─ run/cloud.json                {"endpoint", "imds", "region", "pid"}: the drivers'
                                        and `burst status`'s way to the endpoint
 """
@@ -51,11 +53,26 @@ class EmbeddedCloud:
     def start(self) -> None:
         self.metadata.start()
         self.api.start()
+        self._make_bucket()
         self.watcher.start()
         endpoint.write_info(self.settings, {"endpoint": self.api.url, "imds": self.metadata.url,
                                             "region": endpoint.REGION})
         log.info("event=cloud_started endpoint=%s imds=%s entries=%s", self.api.url,
                  self.metadata.url, ",".join(f"{e.name}:{e.provider}" for e in self.entries))
+
+    def _make_bucket(self) -> None:
+        """The bucket of [storage] endpoint = "embedded": nothing of moto's outlives the
+        cloud, so it is made at every start."""
+        storage = self.pool.storage
+        if storage.endpoint != endpoint.EMBEDDED:
+            return
+        region = storage.region or endpoint.REGION
+        s3 = boto3.client("s3", endpoint_url=self.api.url, region_name=region,
+                          **endpoint.CREDENTIALS)
+        where = {} if region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=storage.bucket, **where)
+        log.info("event=bucket_created bucket=%s", storage.bucket)
 
     def _watch(self) -> None:
         interval = self.pool.services.cloud_interval_s

@@ -95,8 +95,10 @@ _BASIC = (
     Command("initialdir", SUPPORTED, "relative to the submit file's directory", ("Iwd",),
             ("initial_dir", "iwd", "job_iwd")),
     Command("transfer_input_files", SUPPORTED, "files must exist at submit and are sent with "
-            "the job; http://, https:// and s3:// URLs pass --dry-run but `burst submit` "
-            "refuses them until pilots fetch URLs; other URL schemes are refused",
+            "the job (big ones through the pool's object storage); http://, https:// and "
+            "s3://BUCKET/KEY URLs are fetched by the pilot before the job starts, "
+            "`URL#sha256=HEX` checks what arrives, s3:// needs the pool's object storage; "
+            "other URL schemes are refused",
             ("TransferInput",), ("transferinputfiles",)),
     Command("transfer_output_files", SUPPORTED, '`""` transfers nothing back',
             ("TransferOutput",), ("transferoutputfiles",)),
@@ -231,7 +233,8 @@ _NOT_SERVED = (
            "names", "preserve_relative_paths", default="false"),
     *_rows(WARNED, "ignored: no time limit is enforced", "allowed_job_duration",
            "allowed_execute_duration"),
-    *_rows(WARNED, "ignored: no transfer size limit but the pool's own (64 MiB)",
+    *_rows(WARNED, "ignored: no transfer size limit but the pool's own (64 MiB per job "
+                   "without object storage; url_max_bytes for URLs)",
            "max_transfer_input_mb", "max_transfer_output_mb"),
     *_rows(WARNED, "ignored: no self-checkpointing", "checkpoint_exit_code",
            "transfer_checkpoint_files", "checkpoint_destination"),

@@ -9,6 +9,7 @@ to activate a claim and to place what a job returns:
     TransferInput, TransferOutput   ─▶ string_list()   lists, or HTCondor's "a, b" strings
     In, Out, Err                    ─▶ stream_names()  the pilot's stdin/stdout/stderr names
     Cmd, In, TransferInput          ─▶ input_files()   what travels with the job, by name
+    TransferInput                   ─▶ input_urls()    what the pilot fetches (http, https, s3)
     TransferOutput                  ─▶ output_names()  what a pilot may return
     Iwd + a name                    ─▶ below_iwd()     where a file goes, never out of Iwd
 
@@ -20,7 +21,10 @@ are read too. Pure: reading an ad, never a file.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import classad2
 
@@ -91,27 +95,98 @@ def transfers_executable(ad: classad2.ClassAd) -> bool:
 
 def input_files(ad: classad2.ClassAd) -> dict[str, Path]:
     """The files a job takes along, by their name in its scratch directory (HTCondor
-    flattens them to base names): the executable when it travels, stdin, and
-    transfer_input_files; relative paths are under Iwd. ValueError for a URL or for two
-    files that would get one name."""
+    flattens them to base names): the executable when it travels, stdin, and the files of
+    transfer_input_files; relative paths are under Iwd. ValueError for two inputs (files or
+    URLs) that would get one name, or a URL that is not fetched (input_urls)."""
     base = iwd(ad)
     wanted: list[str] = []
     if transfers_executable(ad) and string(ad, "Cmd"):
         wanted.append(string(ad, "Cmd"))
     if string(ad, "In") and string(ad, "In") != "/dev/null":
         wanted.append(string(ad, "In"))
-    wanted += string_list(ad, "TransferInput")
+    wanted += [name for name in string_list(ad, "TransferInput") if "://" not in name]
     files: dict[str, Path] = {}
     for given in wanted:
-        if "://" in given:
-            raise ValueError(f"input {given!r}: URLs are not supported; name a local file")
         path = Path(os.path.normpath(base / given))
         name = path.name
         if name in files and files[name] != path:
             raise ValueError(f"inputs {str(files[name])!r} and {str(path)!r} would both be "
                              f"{name!r} in the job's directory")
         files[name] = path
+    for name, url in input_urls(ad).items():
+        if name in files:
+            raise ValueError(f"inputs {str(files[name])!r} and {url.shown!r} would both be "
+                             f"{name!r} in the job's directory")
     return files
+
+
+FETCHED_SCHEMES = ("http", "https", "s3")  # what pilots fetch; others are refused at submit
+_SHA256 = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+
+
+@dataclass(frozen=True)
+class InputURL:
+    """One URL of transfer_input_files, `URL` or `URL#sha256=HEX` (our syntax: HTCondor has
+    no standard one for a checksum)."""
+
+    url: str  # without the fragment
+    sha256: str  # lower-case hex, "" when none given
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def shown(self) -> str:
+        """The URL as reasons and events may show it: no user info, query or fragment (they
+        may hold a password or a token)."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    @property
+    def bucket_and_key(self) -> tuple[str, str]:
+        """s3://BUCKET/KEY, in the pool's object storage."""
+        parts = urlsplit(self.url)
+        return parts.netloc, unquote(parts.path.lstrip("/"))
+
+
+def parse_input_url(given: str) -> tuple[str, InputURL]:
+    """(name in the job's directory, the URL) of a URL input; ValueError naming it if its
+    scheme is not fetched, it names no file, or its #fragment is not sha256=<64 hex>."""
+    text, _, fragment = given.partition("#")
+    url = InputURL(text, "")
+    if url.scheme not in FETCHED_SCHEMES:
+        raise ValueError(f"input {url.shown!r}: the {url.scheme}:// scheme is not served here "
+                         "(http://, https:// and s3:// are)")
+    if fragment:
+        checksum = _SHA256.match(fragment)
+        if checksum is None:
+            raise ValueError(f"input {url.shown!r}: #{fragment} is not #sha256=<64 hex digits>")
+        url = InputURL(text, checksum[1].lower())
+    parts = urlsplit(text)
+    name = unquote(parts.path.rpartition("/")[2])
+    if url.scheme == "s3" and not (parts.netloc and url.bucket_and_key[1]):
+        raise ValueError(f"input {url.shown!r}: an s3:// input is s3://BUCKET/KEY")
+    if not name or name in (".", "..") or "\0" in name or not parts.netloc:
+        raise ValueError(f"input {url.shown!r} names no file (its path must end in a file name)")
+    return name, url
+
+
+def input_urls(ad: classad2.ClassAd) -> dict[str, InputURL]:
+    """The URLs of transfer_input_files, by the name the file gets in the job's directory
+    (the last part of the URL's path, as HTCondor names it); ValueError as parse_input_url,
+    or for two URLs that would get one name."""
+    found: dict[str, InputURL] = {}
+    for given in string_list(ad, "TransferInput"):
+        if "://" not in given:
+            continue
+        name, url = parse_input_url(given)
+        if name in found and found[name] != url:
+            raise ValueError(f"inputs {found[name].shown!r} and {url.shown!r} would both be "
+                             f"{name!r} in the job's directory")
+        found[name] = url
+    return found
 
 
 def output_names(ad: classad2.ClassAd) -> frozenset[str] | None:

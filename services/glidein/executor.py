@@ -1,17 +1,22 @@
 """Running one job: a real subprocess in its own scratch directory, watched by polling.
 
     JobRun(activation, user).start() ──▶ <work>/execute/<claim>/ (0700, the job's uid): inputs
-                                         written, $$() substituted; Popen as that user, in the
-                                         pilot's process group, stdout/stderr to files
-    poll() every ~20 ms ───────────────▶ None while it runs (every 0.5 s the RSS of its tree
-                                         is checked against request_memory), then a JobResult
+                                         written, $$() substituted; files to fetch (object
+                                         storage, URLs: transfer.py) fetched in a thread;
+                                         Popen as that user, in the pilot's process group,
+                                         stdout/stderr to files
+    poll() every ~20 ms ───────────────▶ None while it fetches, runs (every 0.5 s the RSS of
+                                         its tree is checked against request_memory) or
+                                         uploads its big outputs (a thread), then a JobResult
     cleanup() ─────────────────────────▶ scratch removed, once the agent has recorded the result
     kill() ────────────────────────────▶ SIGKILL to the whole tree, no result
 
 Nothing here blocks: the agent calls poll() from a timer on the bus's I/O
-thread, next to its handlers. A job becomes "held" (as HTCondor holds it) when
-it cannot be started, a $$() macro cannot be substituted, it outgrows its
-memory request, or it does not produce the outputs it promised.
+thread, next to its handlers; network transfers run in a Worker thread the
+poll picks up. A job becomes "held" (as HTCondor holds it) when an input
+cannot be fetched, it cannot be started, a $$() macro cannot be substituted,
+it outgrows its memory request, it does not produce the outputs it promised,
+or they cannot be returned.
 
 Jobs share the pilot's process group, so whatever kills the pilot's group
 kills them (services/condor/pilotdir.py sweeps up after a pilot that died). A
@@ -33,16 +38,20 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 import classad2
 import psutil
 
+from schemas.files import StoredOutput
 from schemas.slot import ClaimActivate
 from services.condor.macros import substitute_slot_macros
 
+from . import transfer
 from .isolation import SlotUser
+from .transfer import Returned, Worker
 
 log = logging.getLogger("burst.glidein.executor")
 
@@ -56,7 +65,7 @@ Substitute = Callable[[str, classad2.ClassAd], str]
 
 @dataclass(frozen=True)
 class ExecutorConfig:
-    max_output_bytes: int = 64 * MiB  # stdout + stderr + output files travel in one message
+    max_output_bytes: int = 64 * MiB  # what travels inside job.report (not uploaded)
     default_path: str = "/usr/local/bin:/usr/bin:/bin"  # the job's PATH: nothing of the pilot's
     sample_interval_s: float = 0.5  # RSS and cpu of the tree; reaping is checked every poll
 
@@ -73,6 +82,8 @@ class JobResult:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_memory_mb: int = 0
+    stored_streams: dict[str, StoredOutput] = field(default_factory=dict)  # uploaded instead
+    stored_files: dict[str, StoredOutput] = field(default_factory=dict)
 
 
 class HoldJob(Exception):
@@ -126,6 +137,10 @@ class JobRun:
         self._hold_reason = ""  # set when we killed it for a reason; reported once reaped
         self._silent = False  # killed on order: no result wanted
         self._made_scratch = False  # only a directory we made is ever removed
+        self.announced = False  # its `running` report is out (the agent's to set)
+        self._command: tuple[list[str], dict[str, str]] = ([], {})  # argv, environment
+        self._worker: Worker | None = None  # fetching inputs, or returning outputs
+        self._exited: JobResult | None = None  # the result whose outputs are being uploaded
 
     @property
     def memory_limit_mb(self) -> int:
@@ -134,15 +149,31 @@ class JobRun:
     # --- start -------------------------------------------------------------------------------
 
     def start(self) -> JobResult | None:
-        """Start the job; a held result if it cannot be started (nothing left behind)."""
+        """Prepare and start the job, or start fetching its inputs first (poll() starts it
+        then); a held result if it cannot be started (nothing left behind)."""
         self.started = time.monotonic()
         try:
-            argv, env = self._prepare()
-            self.proc = self._spawn(argv, env)
+            self._command = self._prepare()
         except HoldJob as exc:
             self.cleanup()
             return JobResult(state="held", reason=str(exc))
         except OSError as exc:  # a full or read-only disk: the job could never run here
+            self.cleanup()
+            return JobResult(state="held", reason=f"cannot prepare {self.scratch}: {exc}")
+        if self.msg.fetch:
+            self._worker = Worker(partial(transfer.fetch_inputs, self.msg, self.scratch),
+                                  f"fetch-{self.msg.job_id}")
+            return None
+        return self._launch()
+
+    def _launch(self) -> JobResult | None:
+        try:
+            self._adopt_fetched()
+            self.proc = self._spawn(*self._command)
+        except HoldJob as exc:
+            self.cleanup()
+            return JobResult(state="held", reason=str(exc))
+        except OSError as exc:
             self.cleanup()
             return JobResult(state="held", reason=f"cannot prepare {self.scratch}: {exc}")
         try:
@@ -196,6 +227,22 @@ class JobRun:
         self._give_to_job(self.scratch, *(self.scratch / n for n in (*self._inputs, STDOUT,
                                                                      STDERR)))
 
+    def _adopt_fetched(self) -> None:
+        """Fetched files are inputs like the others: the job's, and not outputs unless it
+        changes them."""
+        for item in self.msg.fetch:
+            path = self.scratch / item.name
+            if item.name == self.msg.executable:
+                path.chmod(0o755)
+            st = path.stat()
+            self._inputs[item.name] = (st.st_mtime_ns, st.st_size)
+            self._give_to_job(path)
+
+    @property
+    def _sent(self) -> set[str]:
+        """Every input file's name: inline, or fetched."""
+        return {*self.msg.files, *(item.name for item in self.msg.fetch)}
+
     def _give_to_job(self, *paths: Path) -> None:
         """Its scratch directory and files belong to the job's user (the pilot wrote them)."""
         if self.user is None:
@@ -207,13 +254,13 @@ class JobRun:
         exe = self.msg.executable
         if not exe:
             raise HoldJob("the job has no executable")
-        if exe in self.msg.files:
+        if exe in self._sent:
             return str(self.scratch / exe)
         return exe  # an absolute path on the pilot host, or a name found on PATH
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         stdin_name = self.msg.stream_names.get("stdin", "")
-        if stdin_name and stdin_name not in self.msg.files:
+        if stdin_name and stdin_name not in self._sent:
             raise HoldJob(f"stdin file {stdin_name} was not transferred")
         # As the slot user with no supplementary groups (Popen sets them after the fork, no
         # preexec_fn); in the pilot's process group, so killing the pilot's group kills it.
@@ -231,8 +278,11 @@ class JobRun:
     # --- watching ----------------------------------------------------------------------------
 
     def poll(self) -> JobResult | None:
-        """None while the job runs; its result once it has ended. The scratch directory stays
-        until cleanup(): the result must be on record before the job's files go."""
+        """None while the job fetches, runs or returns; its result once it has ended. The
+        scratch directory stays until cleanup(): the result must be on record before the
+        job's files go."""
+        if self._worker is not None:
+            return self._poll_worker()
         if self.proc is None:
             return None
         status = self._reap()
@@ -245,6 +295,28 @@ class JobRun:
         if self._silent:
             return JobResult(state="held", reason="killed")
         return self._result(status)
+
+    def _poll_worker(self) -> JobResult | None:
+        worker = self._worker
+        assert worker is not None
+        if self._silent:  # killed on order: no result wanted, the transfer stops
+            worker.cancel()
+            self._worker = None
+            return JobResult(state="held", reason="killed")
+        if not worker.done:
+            return None
+        self._worker = None
+        error = worker.error
+        if error is not None:
+            if not isinstance(error, transfer.TransferFailed):
+                log.error("event=transfer_crashed job=%s claim=%s", self.msg.job_id,
+                          self.msg.claim_id, exc_info=error)
+            return replace(self._exited or JobResult(state="held"), state="held",
+                           reason=str(error) if isinstance(error, transfer.TransferFailed)
+                           else f"file transfer failed: {error!r}")
+        if self._exited is None:  # the inputs are here
+            return self._launch()
+        return self._returned(self._exited, worker.result)
 
     def _reap(self) -> int | None:
         """The job's exit status once its main process has ended, reaping it."""
@@ -355,32 +427,51 @@ class JobRun:
         if self._hold_reason:
             return replace(result, state="held", reason=self._hold_reason)
         try:
-            stdout, stderr, outputs = self._collect()
+            streams, outputs = self._open_outputs()
         except HoldJob as exc:
             return replace(result, state="held", reason=str(exc))
-        log.info("event=job_exited job=%s claim=%s exit_code=%s exit_signal=%s outputs=%d",
-                 self.msg.job_id, self.msg.claim_id, result.exit_code, result.exit_signal,
-                 len(outputs))
-        return replace(result, stdout=stdout, stderr=stderr, output_files=outputs)
-
-    def _collect(self) -> tuple[bytes, bytes, dict[str, bytes]]:
-        files = {name: self._open(name) for name in (STDOUT, STDERR)}
-        outputs = {}
-        for returned, name in self._output_names().items():
-            outputs[returned] = self._open(name)
-            if outputs[returned] is None and self.msg.output_files:
-                raise HoldJob(f"transfer_output_files: {name} not produced")
-        opened = [f for f in (*files.values(), *outputs.values()) if f is not None]
+        gather = partial(transfer.gather, self.msg, streams, outputs,
+                         max_inline_bytes=self.config.max_output_bytes)
+        if transfer.plan_uploads(self.msg, streams, outputs):  # the network: not on this thread
+            self._exited = result
+            self._worker = Worker(gather, f"return-{self.msg.job_id}")
+            return None
         try:
-            total = sum(os.fstat(f.fileno()).st_size for f in opened)
-            if total > self.config.max_output_bytes:
-                raise HoldJob(f"job output of {total // MiB} MiB exceeds the "
-                              f"{self.config.max_output_bytes // MiB} MiB the pilot can return")
-            stdout, stderr = (_read_all(files[name]) for name in (STDOUT, STDERR))
-            return stdout, stderr, {name: _read_all(f) for name, f in outputs.items()}
-        finally:
-            for f in opened:
-                f.close()
+            return self._returned(result, gather())
+        except transfer.TransferFailed as exc:
+            return replace(result, state="held", reason=str(exc))
+
+    def _returned(self, result: JobResult, returned: Returned) -> JobResult:
+        log.info("event=job_exited job=%s claim=%s exit_code=%s exit_signal=%s outputs=%d "
+                 "uploaded=%d", self.msg.job_id, self.msg.claim_id, result.exit_code,
+                 result.exit_signal, len(returned.files) + len(returned.stored_files),
+                 len(returned.stored_files) + len(returned.stored_streams))
+        return replace(result, stdout=returned.stdout, stderr=returned.stderr,
+                       output_files=returned.files, stored_streams=returned.stored_streams,
+                       stored_files=returned.stored_files)
+
+    def _open_outputs(self) -> tuple[dict[str, BinaryIO | None], dict[str, BinaryIO | None]]:
+        """({"stdout", "stderr"}, output files by the name they return under), opened."""
+        opened: list[BinaryIO] = []
+
+        def keep(name: str) -> BinaryIO | None:
+            file = self._open(name)
+            if file is not None:
+                opened.append(file)
+            return file
+
+        try:
+            streams = {"stdout": keep(STDOUT), "stderr": keep(STDERR)}
+            outputs = {}
+            for returned, name in self._output_names().items():
+                outputs[returned] = keep(name)
+                if outputs[returned] is None and self.msg.output_files:
+                    raise HoldJob(f"transfer_output_files: {name} not produced")
+        except BaseException:
+            for file in opened:
+                file.close()
+            raise
+        return streams, outputs
 
     def _output_names(self) -> dict[str, str]:
         """Returned name -> name inside scratch: the listed outputs, else every new file."""
@@ -434,8 +525,4 @@ class JobRun:
         if not stat.S_ISREG(st.st_mode) or not self._owns(st):
             os.close(fd)
             raise HoldJob(f"cannot return {name}: not a regular file of the job's")
-        return os.fdopen(fd, "rb")  # closed by _collect
-
-
-def _read_all(file: BinaryIO | None) -> bytes:
-    return b"" if file is None else file.read()
+        return os.fdopen(fd, "rb")  # closed by transfer.gather

@@ -35,7 +35,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from schemas.job import JobReport
@@ -232,12 +233,18 @@ class Glidein:
             self._job_ended(run, held)
             return
         self.jobs[msg.claim_id] = run
-        assert run.proc is not None
+        self._report_running(run)  # once its process runs (not while its inputs arrive)
+        self._reap_soon()
+        self.advertise()
+
+    def _report_running(self, run: JobRun) -> None:
+        if run.proc is None or run.announced:
+            return
+        run.announced = True
+        msg = run.msg
         process = pilotdir.JobRecord(msg.claim_id, msg.job_id, run.proc.pid, run.create_time,
                                      run.user.uid if run.user else None)
         self.outbox.put(self._report(msg, "running"), msg.schedd, final=False, running=process)
-        self._reap_soon()
-        self.advertise()
 
     def _machine_ad(self, claimed: Resources):
         # What the job sees ($$() macros, .machine.ad) is its dynamic slot: what it claimed.
@@ -247,8 +254,9 @@ class Glidein:
     def _report(self, msg: ClaimActivate, state: str, result: JobResult | None = None,
                 reason: str = "") -> JobReport:
         fields = {}
-        if result is not None:
-            fields = {k: v for k, v in asdict(result).items() if k not in ("state", "reason")}
+        if result is not None:  # shallow: StoredOutput values stay what the schema holds
+            fields = {f.name: getattr(result, f.name) for f in dataclass_fields(result)
+                      if f.name not in ("state", "reason")}
             reason = reason or result.reason
         return JobReport(job_id=msg.job_id, claim_id=msg.claim_id, pilot_id=self.ctx.pilot_id,
                          state=state, reason=reason, entry=self.ctx.entry, site=self.ctx.site,
@@ -303,6 +311,7 @@ class Glidein:
         self._reap_scheduled = False
         for run in list(self.jobs.values()):
             result = run.poll()
+            self._report_running(run)  # started on this poll, its inputs having arrived
             if result is not None:
                 self._job_ended(run, result)
         self._poll_reaping()

@@ -170,6 +170,33 @@ class ServiceTimers:
     pilot_amqp_url: str = ""
 
 
+STORAGE_ENDPOINTS = ("", "embedded", "aws")  # or an http(s):// URL
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Object storage for job files (the [storage] table); endpoint "" = none: files travel
+    inside messages, capped at 64 MiB per job."""
+
+    endpoint: str = ""  # "embedded" (the embedded cloud's S3), "aws" (boto3's own), or a URL
+    bucket: str = "burst-transfer"
+    region: str = ""  # "" = us-east-1 (embedded) or boto3's own (aws, URL)
+    # A reference, never the secret: env:NAME / file:PATH holding ACCESS_KEY_ID:SECRET (or
+    # the JSON form of credentials.ec2_keys), or none (the embedded cloud, boto3's chain).
+    credentials: str = "none"
+    inline_max_bytes: Size = 4 * MiB  # a file bigger than this never rides in a message
+    url_expiry_s: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] = 3600.0  # presigned
+    output_slots: Count = 8  # upload URLs for a job that lists no transfer_output_files
+    # http(s):// inputs, fetched by the pilot (these two apply with or without storage)
+    url_max_bytes: Size = 1024 * MiB
+    url_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # without a byte: failed
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
 @dataclass(frozen=True)
 class AccountingGroupConfig:
     """An accounting group's share of the pool (HTCondor's GROUP_QUOTA_<name> in cpus, or
@@ -197,6 +224,7 @@ class PoolConfig:
     accounting_groups: tuple[AccountingGroupConfig, ...] = ()
     # HTCondor's <NAME>_LIMIT: how many jobs naming NAME in concurrency_limits may run.
     concurrency_limits: dict[str, float] = field(default_factory=dict)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def entry(self, name: str) -> EntryConfig:
         for entry in self.entries:
@@ -208,7 +236,7 @@ class PoolConfig:
 @dataclass(frozen=True)
 class _PoolFile:
     """The TOML file as written: [[entry]], [[group]], [services], [negotiator],
-    [[accounting_group]] and [concurrency_limits] tables."""
+    [[accounting_group]], [concurrency_limits] and [storage] tables."""
 
     entry: tuple[EntryConfig, ...] = ()
     group: tuple[GroupConfig, ...] = ()
@@ -217,6 +245,7 @@ class _PoolFile:
     accounting_group: tuple[AccountingGroupConfig, ...] = ()
     concurrency_limits: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = field(
         default_factory=dict)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 def load_pool_config(path: Path | str) -> PoolConfig:
@@ -244,6 +273,7 @@ def load_pool_config(path: Path | str) -> PoolConfig:
         _check_entry(entry, f"{where}: entry[{i}]")
     for i, group in enumerate(pool.group):
         _check_group(group, f"{where}: group[{i}]")
+    _check_storage(pool.storage, f"{where}: storage")
     _unique([e.name for e in pool.entry], f"{where}: entry names")
     _unique([g.name for g in pool.group], f"{where}: group names")
     for i, group in enumerate(pool.accounting_group):
@@ -259,7 +289,7 @@ def load_pool_config(path: Path | str) -> PoolConfig:
     return PoolConfig(path=path, entries=pool.entry,
                       groups=pool.group or (GroupConfig(name="main"),), services=pool.services,
                       negotiator=pool.negotiator, accounting_groups=pool.accounting_group,
-                      concurrency_limits=dict(pool.concurrency_limits))
+                      concurrency_limits=dict(pool.concurrency_limits), storage=pool.storage)
 
 
 def _refuse_unknown(cls: type, raw: Any, where: str, key: str) -> None:
@@ -382,6 +412,22 @@ def _check_accounting_group(group: AccountingGroupConfig, where: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", group.name):
         raise ConfigError(f"{where}.name: {group.name!r}: letters, digits, '_' and '-' only "
                           "(groups are one level: no '.')")
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule for bucket names
+
+
+def _check_storage(storage: StorageConfig, where: str) -> None:
+    endpoint = storage.endpoint
+    if endpoint not in STORAGE_ENDPOINTS and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.endpoint: {endpoint!r} is not \"embedded\", \"aws\", an "
+                          "http(s):// URL or \"\" (no object storage)")
+    if not _BUCKET.match(storage.bucket):
+        raise ConfigError(f"{where}.bucket: {storage.bucket!r} is not an S3 bucket name (3-63 "
+                          "lower-case letters, digits, dots and hyphens)")
+    if not is_reference(storage.credentials):
+        raise ConfigError(f"{where}.credentials: not a credential reference; write "
+                          "env:VARIABLE, file:/path/to/keys or none, never the secret itself")
 
 
 def _unique(names: list[str], where: str) -> None:

@@ -7,6 +7,7 @@ import sys
 from services.runtime import service
 
 from .handlers import Schedd
+from .storage import open_store
 from .store import Store
 
 
@@ -14,7 +15,8 @@ def _build(name, settings, pool, bus) -> Schedd:
     return Schedd(name, Store(settings.path("schedd", f"{name}.db")), bus,
                   spool_dir=settings.path("spool", name), private_dir=settings.state_dir,
                   claim_grace_s=pool.services.claim_grace_s,
-                  periodic_interval_s=pool.services.periodic_interval_s)
+                  periodic_interval_s=pool.services.periodic_interval_s,
+                  storage=open_store(pool.storage, settings, name), files=pool.storage)
 
 
 command = service.named_command(

@@ -24,10 +24,13 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+Content = bytes | BinaryIO  # what is written: the bytes, or a file read from its start
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -77,7 +80,7 @@ def refuse_private(iwd: Path, private: Path | None) -> None:
         raise Refused(f"initialdir {iwd} is inside the schedd's state directory {private}")
 
 
-def write(iwd: Path, relative: PurePosixPath, data: bytes, account: Account | None) -> Path:
+def write(iwd: Path, relative: PurePosixPath, data: Content, account: Account | None) -> Path:
     """Replace Iwd/relative with `data` (a reader sees the old file or the new one, never
     half); directories on the way are made. Returns the path written."""
     target = iwd / relative
@@ -93,7 +96,11 @@ def write(iwd: Path, relative: PurePosixPath, data: bytes, account: Account | No
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=directory)
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            if isinstance(data, bytes):
+                out.write(data)
+            else:  # a big file fetched from object storage: copied, never held in memory
+                data.seek(0)
+                shutil.copyfileobj(data, out, 1024 * 1024)
             if account is not None:
                 os.fchown(out.fileno(), account.uid, account.gid)
         os.rename(partial, name, src_dir_fd=directory, dst_dir_fd=directory)

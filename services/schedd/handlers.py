@@ -1,14 +1,16 @@
 """The schedd: owns the job queue; turns commands and reports into job events.
 
-    CLI ─cluster.new/job.submit/job.query/job.action─▶ ┌────────┐ ─job.*──────────▶ events
+    CLI ─cluster.new/input.stage/job.submit/─────────▶ ┌────────┐ ─job.*──────────▶ events
+        job.query/job.action
     negotiator ─match.offer──────────────────────────▶ │ schedd │ ─claim.activate─▶ pilot
     pilot ─job.report────────────────────────────────▶ │ SQLite │ ─job.kill───────▶ pilot
     events: match.analysis, pilot.exited, pilot.lost─▶ └────────┘ ─demand.autoclusters▶ events
 
 Each handler is one transaction (store.py): it reads the job rows, moves the
-files a step needs (transfer.py), asks logic.py what follows (a Plan: columns,
-commands, events, user-log lines) and applies it. What it publishes is recorded
-in that transaction and republished unchanged if the message comes again.
+files a step needs (transfer.py, and object storage: storage.py), asks logic.py
+what follows (a Plan: columns, commands, events, user-log lines) and applies it.
+What it publishes is recorded in that transaction and republished unchanged if
+the message comes again.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ import classad2
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
-from schemas.slot import MatchOffer, SlotAdvertised
+from schemas.slot import Claim, MatchOffer, SlotAdvertised
+from services.condor import jobad
 from services.condor.jobids import job_id, parse_job_id
 from services.runtime import security
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
+from services.runtime.config import StorageConfig
 
 from . import logic, policy, queue, transfer, userlog
 from .logic import Job
+from .storage import ObjectStore, StorageError, StorageUnavailable
 from .store import Store, Tx
 
 log = logging.getLogger("burst.schedd")
@@ -49,10 +54,13 @@ class Schedd:
     def __init__(self, name: str, store: Store, bus: Bus, *,
                  claim_timeout_s: float = CLAIM_TIMEOUT_S, claim_grace_s: float = CLAIM_GRACE_S,
                  periodic_interval_s: float = PERIODIC_INTERVAL_S,
-                 spool_dir: Path | None = None, private_dir: Path | None = None):
+                 spool_dir: Path | None = None, private_dir: Path | None = None,
+                 storage: ObjectStore | None = None, files: StorageConfig | None = None):
         self.name = name
         self.store = store
         self.bus = bus
+        self.storage = storage  # object storage for big files; None: all travel in messages
+        self.files = files or StorageConfig()  # [storage]: thresholds, expiry, URL caps
         self.claim_timeout_s = claim_timeout_s
         self.claim_grace_s = claim_grace_s
         self.periodic_interval_s = periodic_interval_s
@@ -61,6 +69,8 @@ class Schedd:
         # No job's file is ever written in here (the queue, the pool key, the spool).
         self.private_dir = private_dir
         self.reasons: dict[str, dict[str, str]] = {}  # source -> autocluster -> reason
+        # job -> (pilot, until when): the pilot's last ad listing it, while its lease runs
+        self._listed: dict[str, tuple[str, float]] = {}
         self._demand_dirty = True
         self._demand_seq = 0
         self._last_demand = 0.0
@@ -71,6 +81,7 @@ class Schedd:
     def subscriptions(self) -> list[Subscription]:
         commands = {
             "cluster.new": self.on_cluster_new,
+            "input.stage": self.on_input_stage,
             "job.submit": self.on_job_submit,
             "job.query": self.on_job_query,
             "job.action": self.on_job_action,
@@ -118,9 +129,36 @@ class Schedd:
             cluster = tx.next_cluster()
             tx.execute("INSERT INTO clusters (cluster, owner, allocated_at) VALUES (?, ?, ?)",
                        (cluster, msg.owner, time.time()))
-            return J.ClusterAllocated(schedd=self.name, cluster=cluster)
+            return J.ClusterAllocated(schedd=self.name, cluster=cluster,
+                                      inline_max_bytes=self._inline_max_bytes)
 
         return self._transact(ctx, allocate)
+
+    @property
+    def _inline_max_bytes(self) -> int:
+        return self.files.inline_max_bytes if self.storage is not None else 0
+
+    def on_input_stage(self, msg: J.InputStage, ctx: Context) -> J.InputUploads:
+        """Where burst submit may put a cluster's big input files: a presigned PUT each."""
+        _require_owner(ctx, msg.owner, "submit jobs")
+        if self.storage is None:
+            raise PermanentError(f"schedd {self.name} has no object storage ([storage] in the "
+                                 "configuration): files travel inside the submission")
+        row = self.store.read("SELECT owner, submitted_at FROM clusters WHERE cluster = ?",
+                              (msg.cluster,))
+        if not row or row[0]["owner"] != msg.owner or row[0]["submitted_at"] is not None:
+            raise PermanentError(f"cluster {msg.cluster} is not one of {msg.owner}'s waiting "
+                                 "for its jobs")
+        if bad := [f for f in msg.files if not transfer.SHA256.match(f.sha256) or f.size < 0]:
+            raise PermanentError(f"input.stage: {bad[0].sha256!r} is not a sha256 (64 "
+                                 "lower-case hex digits)")
+        try:
+            urls = {f.sha256: self.storage.presign_put(self.storage.input_key(msg.cluster,
+                                                                               f.sha256))
+                    for f in msg.files}
+        except StorageUnavailable as exc:
+            raise PermanentError(str(exc)) from None
+        return J.InputUploads(urls=urls, expires_s=self.files.url_expiry_s)
 
     def on_job_submit(self, msg: J.JobSubmit, ctx: Context) -> J.JobSubmitted:
         _require_owner(ctx, msg.owner, "submit jobs")
@@ -139,9 +177,30 @@ class Schedd:
             raise PermanentError(f"cluster {msg.cluster}: no jobs to queue")
         try:
             spools = logic.spool_dirs(msg, max_bytes=transfer.MAX_INLINE_BYTES)
-        except logic.InvalidMessage as exc:
-            raise PermanentError(str(exc)) from None
+            self._check_files(msg, ads, spools)
+        except (logic.InvalidMessage, transfer.TransferError) as exc:
+            raise PermanentError(f"cluster {msg.cluster}: {exc}") from None
         return self._transact(ctx, lambda tx: self._queue_cluster(tx, msg, ads, spools, now))
+
+    def _check_files(self, msg: J.JobSubmit, ads: list, spools: dict[int, str]) -> None:
+        """What burst submit put in object storage is there; s3:// inputs need storage."""
+        try:
+            for index in spools:
+                if index < len(msg.stored_inputs):
+                    transfer.check_stored(msg.stored_inputs[index], self.storage, msg.cluster)
+        except (StorageError, StorageUnavailable) as exc:
+            raise transfer.TransferError(f"object storage: {exc}") from None
+        for proc, ad in ads:
+            try:
+                urls = jobad.input_urls(ad)
+            except ValueError as exc:
+                raise transfer.TransferError(f"job {msg.cluster}.{proc}: {exc}") from None
+            s3 = [url.shown for url in urls.values() if url.scheme == "s3"]
+            if s3 and self.storage is None:
+                raise transfer.TransferError(
+                    f"job {msg.cluster}.{proc}: input {s3[0]}: s3:// inputs come from the "
+                    f"pool's object storage, and schedd {self.name} has none ([storage] in "
+                    "the configuration)")
 
     def _queue_cluster(self, tx: Tx, msg: J.JobSubmit, ads: list,
                        spools: dict[int, str], now: float) -> J.JobSubmitted:
@@ -153,7 +212,8 @@ class Schedd:
         if row["owner"] != msg.owner:
             raise PermanentError(f"cluster {msg.cluster} belongs to {row['owner']}")
         for index, directory in spools.items():
-            transfer.spool(self.spool_dir / directory, msg.input_sets[index])
+            stored = msg.stored_inputs[index] if index < len(msg.stored_inputs) else {}
+            transfer.spool(self.spool_dir / directory, msg.input_sets[index], stored)
         spool_of = {proc.proc: spools.get(proc.inputs) for proc in msg.procs}
         ids, held = [], []
         for proc, ad, queued in ads:
@@ -269,15 +329,24 @@ class Schedd:
                          claim.claim_id)
                 continue
             job = Job.from_row(row)
-            self._apply(tx, logic.activate(job, claim, self._spooled_inputs(job),
-                                           schedd=self.name, now=now))
+            inputs, transfers = self._job_files(job, claim)
+            self._apply(tx, logic.activate(job, claim, inputs, schedd=self.name, now=now,
+                                           transfers=transfers))
 
-    def _spooled_inputs(self, job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:
+    def _job_files(self, job: Job, claim: Claim
+                   ) -> tuple[tuple[str, dict[str, bytes]] | logic.TransferFailed,
+                              logic.Transfers]:
+        """(executable, small files) of a job from its spool, or why not; and what its pilot
+        fetches itself and may upload (presigned for this claim)."""
         try:
-            return transfer.spooled(self.spool_dir / job.spool if job.spool else None,
-                                    job.classad)
+            spooled = transfer.spooled(self.spool_dir / job.spool if job.spool else None,
+                                       job.classad)
+            transfers = transfer.claim_transfers(self.storage, self.files, job.classad,
+                                                 (job.cluster, job.proc), claim.claim_id,
+                                                 spooled.stored)
         except transfer.TransferError as exc:
-            return logic.TransferFailed(str(exc))
+            return logic.TransferFailed(str(exc)), logic.Transfers()
+        return (spooled.executable, spooled.files), transfers
 
     def clean_spool(self) -> None:
         """Input files of clusters whose jobs have all completed or been removed go away."""
@@ -292,25 +361,31 @@ class Schedd:
 
         for cluster in self._transact(None, clean):
             transfer.unspool(self.spool_dir / str(cluster))
+            if self.storage is not None:  # its inputs, and what runs left behind
+                self._delete_objects(self.storage.cluster_prefix(cluster))
 
     # --- reports ------------------------------------------------------------------------------
 
     def on_job_report(self, msg: J.JobReport, ctx: Context) -> None:
         sender = ctx.principal or security.UNCHECKED
-        self._transact(ctx, lambda tx: self._apply_report(tx, msg, sender))
+        stored = self._transact(ctx, lambda tx: self._apply_report(tx, msg, sender))
+        if stored:  # on record now: what the run put in object storage is no longer needed
+            self._delete_objects(stored)
 
-    def _apply_report(self, tx: Tx, msg: J.JobReport, sender: security.Principal) -> None:
+    def _apply_report(self, tx: Tx, msg: J.JobReport, sender: security.Principal) -> str:
+        """Apply a report; the object storage prefix of the run's outputs, once written."""
         try:
             cluster, proc = parse_job_id(msg.job_id)
         except ValueError as exc:
             raise PermanentError(str(exc)) from None
         row = tx.one("SELECT * FROM jobs WHERE cluster = ? AND proc = ?", (cluster, proc))
         job = Job.from_row(row) if row is not None else None
-        outputs = None
+        outputs, stored = None, ""
         if job is not None and logic.returns_outputs(job, msg, sender):
             submit = tx.one("SELECT submit_file FROM clusters WHERE cluster = ?", (cluster,))
-            outputs = _write_outputs(job, msg, submit["submit_file"] if submit else "",
-                                     self.private_dir)
+            outputs = self._write_outputs(job, msg, submit["submit_file"] if submit else "")
+            if self.storage is not None and (msg.stored_files or msg.stored_streams):
+                stored = self.storage.run_prefix(cluster, proc, msg.claim_id)
         try:
             plan = logic.job_report(job, msg, sender=sender, schedd=self.name, now=time.time(),
                                     outputs=outputs)
@@ -322,6 +397,28 @@ class Schedd:
         elif plan.refused:
             log.info("event=stale_report job=%s state=%s", msg.job_id, msg.state)
         self._apply(tx, plan)
+        return stored
+
+    def _write_outputs(self, job: Job, msg: J.JobReport,
+                       submit_file: str) -> list[str] | logic.TransferFailed:
+        """Outputs into Iwd (big ones fetched from object storage first), or why not. Object
+        storage that does not answer raises: the report is tried again later."""
+        ad = job.classad
+        try:
+            with transfer.returned(msg, self.storage, self.files, ad, (job.cluster, job.proc),
+                                   self.spool_dir / ".incoming") as (stdout, stderr, files):
+                return transfer.write_outputs(
+                    ad, stdout, stderr, files, owner=job.owner, private_dir=self.private_dir,
+                    protected=transfer.protected_files(ad, submit_file))
+        except transfer.TransferError as exc:
+            return logic.TransferFailed(str(exc))
+
+    def _delete_objects(self, prefix: str) -> None:
+        assert self.storage is not None
+        try:
+            self.storage.delete_prefix(prefix)
+        except (StorageError, StorageUnavailable) as exc:  # a bucket lifecycle rule sweeps it
+            log.warning("event=objects_not_deleted prefix=%s reason=%r", prefix, str(exc))
 
     def on_pilot_gone(self, msg: PilotExited | PilotLost, ctx: Context) -> None:
         if not ctx.from_pilot(msg.pilot_id, or_service=True):
@@ -341,6 +438,8 @@ class Schedd:
         if not ctx.from_pilot(msg.pilot_id):
             return
         received_at = time.time()
+        for held in msg.jobs:  # fetching its inputs, maybe: the claim is not left to expire
+            self._listed[held] = (msg.pilot_id, received_at + msg.lease_s)
         made_before = logic.ad_made_at(msg, received_at) - self.claim_grace_s
         query = ("SELECT * FROM jobs WHERE pilot_id = ? AND claim_id IS NOT NULL AND "
                  "state IN ('idle', 'running') AND matched_at < ?")
@@ -359,14 +458,18 @@ class Schedd:
         self._transact(ctx, reconcile)
 
     def expire_claims(self) -> None:
-        """Matched jobs whose pilot never said it started them go back to idle."""
+        """Matched jobs whose pilot never said it started them go back to idle, unless its
+        slot ads still list them (it is fetching their input files)."""
         now = time.time()
+        self._listed = {job: seen for job, seen in self._listed.items() if seen[1] > now}
 
         def expire(tx: Tx) -> None:
             for row in tx.all("SELECT * FROM jobs WHERE state = 'idle' AND claim_id IS NOT NULL "
                               "AND matched_at < ?", (now - self.claim_timeout_s,)):
-                self._apply(tx, logic.expire_claim(Job.from_row(row), now=now,
-                                                   timeout_s=self.claim_timeout_s,
+                job = Job.from_row(row)
+                if self._listed.get(job.id, ("", 0.0))[0] == job.pilot_id:
+                    continue
+                self._apply(tx, logic.expire_claim(job, now=now, timeout_s=self.claim_timeout_s,
                                                    schedd=self.name))
 
         self._transact(None, expire)
@@ -449,13 +552,3 @@ def _require_owner(ctx: Context, owner: str, what: str) -> None:
     if not principal.may_act_for(owner):
         raise PermanentError(f"refused: {principal.name} may not {what} as {owner}")
 
-
-def _write_outputs(job: Job, msg: J.JobReport, submit_file: str,
-                   private_dir: Path) -> list[str] | logic.TransferFailed:
-    ad = job.classad
-    try:
-        return transfer.write_outputs(ad, msg.stdout, msg.stderr, msg.output_files,
-                                      owner=job.owner, private_dir=private_dir,
-                                      protected=transfer.protected_files(ad, submit_file))
-    except transfer.TransferError as exc:
-        return logic.TransferFailed(str(exc))

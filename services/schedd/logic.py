@@ -31,6 +31,7 @@ from typing import Any
 import classad2
 
 from schemas import job as J
+from schemas.files import FileFetch
 from schemas.slot import Claim, ClaimActivate, JobKill, SlotAdvertised
 from services.condor import jobad
 from services.condor.claims import claim_digest
@@ -99,6 +100,18 @@ class TransferFailed:
 
 
 @dataclass(frozen=True)
+class Transfers:
+    """Files beside a claim activation (transfer.claim_transfers): what the pilot fetches
+    first, and the presigned URLs it may put outputs bigger than inline_max_bytes through."""
+
+    fetch: tuple[FileFetch, ...] = ()
+    uploads: Mapping[str, str] = field(default_factory=dict)
+    inline_max_bytes: int = 0
+    fetch_max_bytes: int = 0
+    fetch_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one decision does to one job. Empty, with `refused` saying why, if nothing."""
 
@@ -163,9 +176,16 @@ def spool_dirs(submit: J.JobSubmit, *, max_bytes: int) -> dict[int, str]:
             raise InvalidMessage(f"job {submit.cluster}.{proc.proc}: no input set "
                                  f"{proc.inputs}")
         users.setdefault(proc.inputs, []).append(proc.proc)
+    if len(submit.stored_inputs) > len(submit.input_sets):
+        raise InvalidMessage(f"cluster {submit.cluster}: more sets of stored inputs than input "
+                             "sets")
     for index in users:
         files = submit.input_sets[index]
-        if bad := [name for name in files if not plain_file_name(name)]:
+        stored = submit.stored_inputs[index] if index < len(submit.stored_inputs) else {}
+        if both := sorted(set(files) & set(stored)):
+            raise InvalidMessage(f"cluster {submit.cluster}: input file {both[0]!r} is both "
+                                 "inline and in object storage")
+        if bad := [name for name in (*files, *stored) if not plain_file_name(name)]:
             raise InvalidMessage(f"cluster {submit.cluster}: input file name {bad[0]!r} is "
                                  "not a plain file name")
         if (size := sum(len(data) for data in files.values())) > max_bytes:
@@ -185,10 +205,11 @@ def plain_file_name(name: str) -> bool:
 
 
 def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | TransferFailed,
-             *, schedd: str, now: float) -> Plan:
+             *, schedd: str, now: float, transfers: Transfers = Transfers()) -> Plan:
     """Give an idle job a claim the negotiator made: send it, with its files, to the pilot.
 
-    `inputs` is (executable, files by name) as read from the job's spool, or why not.
+    `inputs` is (executable, files by name) as read from the job's spool, or why not;
+    `transfers` the files the pilot fetches itself and where it puts big outputs.
     """
     if job.state != "idle" or job.claim_id:
         return refused(job, f"is {job.state} with claim {job.claim_id}, not idle")
@@ -202,7 +223,9 @@ def activate(job: Job, claim: Claim, inputs: tuple[str, dict[str, bytes]] | Tran
         environment=jobad.environment(ad), files=files, cpus=claim.cpus,
         memory_mb=claim.memory_mb, disk_mb=claim.disk_mb,
         output_files=jobad.string_list(ad, "TransferOutput"),
-        stream_names=jobad.stream_names(ad),
+        stream_names=jobad.stream_names(ad), fetch=list(transfers.fetch),
+        uploads=dict(transfers.uploads), inline_max_bytes=transfers.inline_max_bytes,
+        fetch_max_bytes=transfers.fetch_max_bytes, fetch_timeout_s=transfers.fetch_timeout_s,
         # What the negotiator carved; until it says, what the job asks for (the pilot
         # refuses a claim its slot cannot give).
         resources=dict(claim.resources) or custom_requests(ad))

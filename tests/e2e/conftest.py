@@ -63,6 +63,20 @@ name = "main"
 credentials = { local = "none" }
 """
 
+# For pools with the embedded cloud: quick timers, the cloud and the other servers on free
+# ports (several pools at once).
+CLOUD_SERVICES = """
+[services]
+negotiator_interval_s = 2.0
+frontend_interval_s = 1.0
+factory_interval_s = 0.5
+cloud_port = 0
+cloud_boot_delay_s = 0.3
+cloud_interval_s = 0.2
+web_port = 0
+metadata_port = 0
+"""
+
 
 class Pool:
     def __init__(self, root: Path):

@@ -17,7 +17,7 @@ import pytest
 
 from services.cloudspec.endpoint import CREDENTIALS, REGION
 from services.runtime import security
-from tests.e2e.conftest import Pool, running_pool
+from tests.e2e.conftest import CLOUD_SERVICES, Pool, running_pool
 from tests.helpers import processes_where
 
 ACCESS_KEY, SECRET_KEY = "AKIAPLANTEDE2E00001", "planted-secret-e2e-7f3a9c"
@@ -37,17 +37,7 @@ idle_timeout_s = 8.0
 [entry.limits]
 max_pilots = 1
 """
-CLOUD_CONFIG = """
-[services]
-negotiator_interval_s = 2.0
-frontend_interval_s = 1.0
-factory_interval_s = 0.5
-cloud_port = 0
-cloud_boot_delay_s = 0.3
-cloud_interval_s = 0.2
-web_port = 0
-metadata_port = 0
-
+CLOUD_CONFIG = CLOUD_SERVICES + """
 [[entry]]
 name = "local"
 site = "Local"

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFINITIONS = REPO / "deploy" / "rabbitmq" / "definitions.json"
 NAMES = Names("burst")
 BASE = {NAMES.cmd, NAMES.events, NAMES.unroutable, NAMES.event_log}  # every bus declares these
-REPLIES = {"cluster.allocated", "job.list", "job.action.result", "rpc.error"}  # to reply-to
+REPLIES = {"cluster.allocated", "input.uploads", "job.list", "job.action.result",
+           "rpc.error"}  # to reply-to
 PACKAGE = {"schedd": "schedd", "negotiator": "negotiator", "frontend": "frontend",
            "factory": "factory", "web": "web", "pilot": "glidein", "cli": "cli"}
 POOL = PoolConfig(path=None, entries=(EntryConfig("e1", "SiteA"), EntryConfig("e2", "SiteB")),

@@ -89,7 +89,8 @@ def test_a_job_over_the_inline_cap_is_refused_naming_it(work, monkeypatch):
 
 @pytest.mark.parametrize("line, problem", [
     ("transfer_input_files = data", "is a directory"),
-    ("transfer_input_files = https://example.org/x.tar", "URLs are not supported"),
+    ("transfer_input_files = https://example.org/x.tar#md5=1", "is not #sha256=<64 hex"),
+    ("transfer_input_files = in.txt, https://example.org/in.txt", "would both be 'in.txt'"),
     ("transfer_input_files = in.txt, sub/in.txt", "would both be 'in.txt'"),
 ])
 def test_inputs_that_cannot_travel_are_refused(work, line, problem):

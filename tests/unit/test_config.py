@@ -58,7 +58,7 @@ def test_an_unknown_table(tmp_path):
     assert error(tmp_path, ENTRY + "[servces]\n") == (
         f"{tmp_path}/burst.toml: unknown field(s) ['servces']; "
         "known: ['accounting_group', 'concurrency_limits', 'entry', 'group', 'negotiator', "
-        "'services']")
+        "'services', 'storage']")
 
 
 def test_a_missing_required_field(tmp_path):
@@ -207,3 +207,24 @@ def test_accounting_groups_and_concurrency_limits(tmp_path):
 ])
 def test_mistakes_in_the_negotiator_tables(tmp_path, text, message):
     assert error(tmp_path, ENTRY + text) == f"{tmp_path}/burst.toml: {message}"
+
+
+def test_object_storage_is_off_unless_configured_and_takes_a_reference(tmp_path):
+    assert not load(tmp_path, ENTRY).storage.enabled
+    storage = load(tmp_path, ENTRY + '[storage]\nendpoint = "embedded"\n'
+                                     'credentials = "env:S3_KEYS"\nurl_expiry_s = 600\n').storage
+    assert (storage.enabled, storage.bucket, storage.url_expiry_s, storage.inline_max_bytes) == (
+        True, "burst-transfer", 600.0, 4 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("table, message", [
+    ('endpoint = "s3.example.org"', 'storage.endpoint: \'s3.example.org\' is not "embedded"'),
+    ('endpoint = "aws"\nbucket = "My_Bucket"', "storage.bucket: 'My_Bucket' is not an S3 bucket"),
+    ('endpoint = "aws"\ncredentials = "AKIA:secret"', "storage.credentials: not a credential "
+                                                     "reference"),
+    ('endpoint = "aws"\nurl_expiry_s = 0', "storage.url_expiry_s: expected float > 0"),
+    ('endpoint = "aws"\ninline_max_bytes = 0', "storage.inline_max_bytes: expected int >= 1"),
+])
+def test_a_bad_storage_table_is_refused_naming_the_key(tmp_path, table, message):
+    text = error(tmp_path, ENTRY + f"[storage]\n{table}\n")
+    assert message in text and "secret" not in text.replace("never the secret", ""), text

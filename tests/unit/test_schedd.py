@@ -26,16 +26,17 @@ def job_ad(tmp_path, cmd: str = "/bin/echo", memory: int = 128, **extra) -> str:
 
 
 class Harness:
-    def __init__(self, settings, tmp_path):
+    def __init__(self, settings, tmp_path, **schedd_options):
         self.settings = settings
         self.tmp_path = tmp_path
+        self.schedd_options = schedd_options  # Schedd's keyword arguments
         self.pilot_inbox, self.events = Inbox(), Inbox()
         self.start()
 
     def start(self):
         self.bus = connect(self.settings, "schedd", memory=True)
         self.store = Store(self.tmp_path / "schedd.db")
-        self.schedd = Schedd("s1", self.store, self.bus)
+        self.schedd = Schedd("s1", self.store, self.bus, **self.schedd_options)
         for sub in self.schedd.subscriptions():
             self.bus.subscribe(sub)
         self.bus.subscribe(Subscription("pilot", commands={

@@ -37,3 +37,19 @@ def test_only_the_frontend_is_given_the_credential_variables(tmp_path, monkeypat
         env = stack.environment(settings, name)
         assert "AWS_X" not in env and env["HOME_LIKE"] == "kept"
         assert env["BURST_NAMESPACE"] == settings.namespace
+
+
+def test_object_storage_on_the_embedded_cloud_starts_it_and_only_the_schedd_has_its_keys(
+        tmp_path, monkeypatch):
+    config = tmp_path / "burst.toml"
+    config.write_text(LOCAL + '[storage]\nendpoint = "embedded"\ncredentials = "env:S3_KEYS"\n'
+                              '[[group]]\nname = "g"\ncredentials = { aws = "env:AWS_X" }\n')
+    settings = fresh_settings(tmp_path, BURST_CONFIG=str(config))
+    monkeypatch.setenv("S3_KEYS", "AKIA:s3-secret")
+    monkeypatch.setenv("AWS_X", "AKIA:secret")
+    assert stack.stack_services(settings) == (stack.CLOUD, *stack.SERVICES)
+    assert stack.environment(settings, "schedd")["S3_KEYS"] == "AKIA:s3-secret"
+    assert "AWS_X" not in stack.environment(settings, "schedd")
+    assert "S3_KEYS" not in stack.environment(settings, "frontend")
+    for name in ("factory", "cloud", "negotiator", "metadata", "web"):
+        assert not {"S3_KEYS", "AWS_X"} & set(stack.environment(settings, name))

@@ -190,7 +190,7 @@ class Schedd:
                     transfer.check_stored(msg.stored_inputs[index], self.storage, msg.cluster)
         except (StorageError, StorageUnavailable) as exc:
             raise transfer.TransferError(f"object storage: {exc}") from None
-        for proc, ad in ads:
+        for proc, ad, _queued in ads:
             try:
                 urls = jobad.input_urls(ad)
             except ValueError as exc:

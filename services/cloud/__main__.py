@@ -9,6 +9,7 @@ import sys
 import threading
 
 import click
+from prometheus_client import REGISTRY
 
 from services.runtime import service
 from services.runtime.config import ConfigError, Settings
@@ -22,6 +23,7 @@ EXIT_UNAVAILABLE = 3
 def command(port: int | None) -> None:
     """The embedded cloud: an EC2/S3 endpoint (moto) and a VM host booting glideins."""
     from .embedded import EmbeddedCloud
+    from .gauges import CloudGauges
 
     service.setup_logging("cloud")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per API call
@@ -29,11 +31,13 @@ def command(port: int | None) -> None:
     try:
         settings = Settings.from_env()
         cloud = EmbeddedCloud(settings, service.pool_config(settings), port=port)
+        served = service.start_metrics(settings, "cloud")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # the port is taken
         click.echo(f"burst service cloud: cannot listen: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+    REGISTRY.register(CloudGauges(cloud.vmhost))
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -46,6 +50,7 @@ def command(port: int | None) -> None:
     finally:
         log.info("event=service_stopping service=cloud")
         cloud.stop()
+        served.close()
         if pid_path.exists() and pid_path.read_text().strip() == str(os.getpid()):
             pid_path.unlink()
 

@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import classad2
+from opentelemetry import trace
 
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.pilot import PilotExited, PilotLost
 from schemas.slot import MatchOffer, SlotAdvertised
 from services.condor.jobids import job_id, parse_job_id
-from services.runtime import security
+from services.runtime import security, tracing
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 
 from . import logic, queue, transfer, userlog
+from .gauges import JobGauges
 from .logic import Job
 from .store import Store, Tx
 
@@ -91,15 +93,19 @@ class Schedd:
     def stopping(self) -> None:
         pass
 
+    def collector(self) -> JobGauges:
+        return JobGauges(self.name, self.store)
+
     def _transact(self, ctx: Context | None, work: Callable[[Tx], Any]) -> Any:
         with self.store.transaction(ctx.message_id if ctx else None) as tx:
             reply = None if tx.replayed else work(tx)
         for out in tx.outputs:
             publish = ctx if ctx is not None else self.bus
-            if out.kind == "emit":
-                publish.emit(out.message)
-            else:
-                publish.send(out.message, out.to)
+            with tracing.attached(out.traceparent):
+                if out.kind == "emit":
+                    publish.emit(out.message)
+                else:
+                    publish.send(out.message, out.to)
         self._demand_dirty = True
         return reply
 
@@ -169,8 +175,13 @@ class Schedd:
             for line in lines:
                 userlog.append(line.path, line.text, iwd=line.iwd, owner=msg.owner,
                                private_dir=self.private_dir)
-        tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
-                   (now, msg.submit_file, msg.cluster))
+        # The submission is the root of its jobs' trace (tracing.py): kept with the cluster.
+        trace.get_current_span().set_attributes({"burst.cluster": msg.cluster,
+                                                 "burst.schedd": self.name,
+                                                 "burst.jobs": len(ids), "burst.owner": msg.owner})
+        tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ?, traceparent = ? "
+                   "WHERE cluster = ?",
+                   (now, msg.submit_file, tracing.current_traceparent(), msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
                                    owner=msg.owner)
         tx.emit(submitted)
@@ -254,8 +265,20 @@ class Schedd:
                          claim.claim_id)
                 continue
             job = Job.from_row(row)
-            self._apply(tx, logic.activate(job, claim, self._spooled_inputs(job),
-                                           schedd=self.name, now=now))
+            with self._job_span(tx, job, "activate claim", {"burst.pilot": claim.pilot_id}):
+                self._apply(tx, logic.activate(job, claim, self._spooled_inputs(job),
+                                               schedd=self.name, now=now))
+
+    def _job_span(self, tx: Tx, job: Job, name: str, attributes: dict):
+        """A span of one job's phase, in that job's trace: under the current span when the
+        handler runs in it, else under the job's submission, linked to the current one."""
+        row = tx.one("SELECT traceparent FROM clusters WHERE cluster = ?", (job.cluster,))
+        job_trace = row["traceparent"] if row is not None else None
+        current = tracing.current_traceparent()
+        same = job_trace and current and job_trace.split("-")[1] == current.split("-")[1]
+        return tracing.span(name, parent=None if same else job_trace,
+                            links=() if same else (current,),
+                            attributes={"burst.job": job.id, **attributes})
 
     def _spooled_inputs(self, job: Job) -> tuple[str, dict[str, bytes]] | logic.TransferFailed:
         try:
@@ -294,8 +317,9 @@ class Schedd:
         outputs = None
         if job is not None and logic.returns_outputs(job, msg, sender):
             submit = tx.one("SELECT submit_file FROM clusters WHERE cluster = ?", (cluster,))
-            outputs = _write_outputs(job, msg, submit["submit_file"] if submit else "",
-                                     self.private_dir)
+            with tracing.span("write outputs", attributes={"burst.job": msg.job_id}):
+                outputs = _write_outputs(job, msg, submit["submit_file"] if submit else "",
+                                         self.private_dir)
         try:
             plan = logic.job_report(job, msg, sender=sender, schedd=self.name, now=time.time(),
                                     outputs=outputs)
@@ -386,13 +410,17 @@ class Schedd:
 
     def demand(self) -> list[AutoCluster]:
         rows = self.store.read(
-            "SELECT a.id, a.owner, a.ad, a.desired_sites, "
+            "SELECT g.*, c.traceparent FROM (SELECT a.id, a.owner, a.ad, a.desired_sites, "
             "SUM(j.state = 'idle' AND j.claim_id IS NULL) AS idle, "
-            "SUM(j.state = 'running' OR (j.state = 'idle' AND j.claim_id IS NOT NULL)) AS running "
+            "SUM(j.state = 'running' OR (j.state = 'idle' AND j.claim_id IS NOT NULL)) AS running, "
+            "MIN(CASE WHEN j.state = 'idle' AND j.claim_id IS NULL THEN j.cluster END) AS first "
             "FROM jobs j JOIN autoclusters a ON a.id = j.autocluster "
-            "WHERE j.state IN ('idle', 'running') GROUP BY a.id ORDER BY a.id")
+            "WHERE j.state IN ('idle', 'running') GROUP BY a.id) g "
+            # the oldest idle job's submission: the trace its provisioning and match join
+            "LEFT JOIN clusters c ON c.cluster = g.first ORDER BY g.id")
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
-                            running=int(r["running"] or 0), desired_sites=r["desired_sites"])
+                            running=int(r["running"] or 0), desired_sites=r["desired_sites"],
+                            traceparent=r["traceparent"] or "")
                 for r in rows]
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 
 import schemas
+from services.runtime import tracing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,16 +87,18 @@ JOB_COLUMNS = (
     "started_at", "finished_at", "runs", "spool",
 )
 # Columns added since the first release, with their declarations: added to older files.
-ADDED_COLUMNS = {"jobs": {"spool": "TEXT"}}
+ADDED_COLUMNS = {"jobs": {"spool": "TEXT"}, "clusters": {"traceparent": "TEXT"}}
 
 
 @dataclass(frozen=True)
 class Output:
-    """A message to publish once the transaction is committed."""
+    """A message to publish once the transaction is committed, in the trace it was made in
+    (a job's activation is in that job's trace, not in the handler's)."""
 
     kind: str  # "emit" | "send"
     message: Any
     to: str | None = None
+    traceparent: str | None = None
 
 
 class Store:
@@ -161,10 +164,10 @@ class Tx:
                 self.outputs = _unpack(row["outputs"])
 
     def emit(self, message: Any) -> None:
-        self.outputs.append(Output("emit", message))
+        self.outputs.append(Output("emit", message, None, tracing.current_traceparent()))
 
     def send(self, message: Any, to: str | None = None) -> None:
-        self.outputs.append(Output("send", message, to))
+        self.outputs.append(Output("send", message, to, tracing.current_traceparent()))
 
     def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, args)

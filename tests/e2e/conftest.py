@@ -30,6 +30,7 @@ frontend_interval_s = 1.0
 factory_interval_s = 0.5
 web_port = 0  # several pools on one machine: each dashboard on a free port
 metadata_port = 0  # ... and each metadata service
+metrics_port_base = 0  # ... and each service's /metrics
 
 [[entry]]
 name = "e2e-a"

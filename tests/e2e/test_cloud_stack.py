@@ -47,6 +47,7 @@ cloud_boot_delay_s = 0.3
 cloud_interval_s = 0.2
 web_port = 0
 metadata_port = 0
+metrics_port_base = 0
 
 [[entry]]
 name = "local"

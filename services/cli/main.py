@@ -206,6 +206,26 @@ def service(ctx: click.Context, name: str) -> None:
 
 
 @cli.group()
+def key() -> None:
+    """The pool key every service signs with."""
+
+
+@key.command("init")
+@friendly
+def key_init() -> None:
+    """Make the pool key if there is none (BURST_POOL_KEY_FILE, or <state dir>/keys/pool.key)
+    and print where it is: once, before services on several hosts or containers share it."""
+    from services.runtime import security
+
+    path = security.pool_key_path(settings().state_dir)
+    try:
+        security.load_pool_key(path, create=True)
+    except (security.AuthError, OSError) as exc:
+        raise Failure(str(exc)) from None
+    click.echo(str(path))
+
+
+@cli.group()
 def token() -> None:
     """User tokens: who may submit and act on which jobs."""
 

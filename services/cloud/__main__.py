@@ -20,7 +20,10 @@ EXIT_UNAVAILABLE = 3
 @click.command(name="burst service cloud")
 @click.option("--port", type=int, default=None,
               help="EC2/S3 endpoint port (default: [services] cloud_port; 0 = any free port)")
-def command(port: int | None) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="listen address (0.0.0.0 in a container: factories elsewhere reach it, "
+                   "with BURST_CLOUD_ENDPOINT set to its URL)")
+def command(port: int | None, host: str) -> None:
     """The embedded cloud: an EC2/S3 endpoint (moto) and a VM host booting glideins."""
     from .embedded import EmbeddedCloud
     from .gauges import CloudGauges
@@ -30,7 +33,7 @@ def command(port: int | None) -> None:
     log = logging.getLogger("burst.cloud")
     try:
         settings = Settings.from_env()
-        cloud = EmbeddedCloud(settings, service.pool_config(settings), port=port)
+        cloud = EmbeddedCloud(settings, service.pool_config(settings), port=port, host=host)
         served = service.start_metrics(settings, "cloud")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

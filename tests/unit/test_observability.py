@@ -185,3 +185,21 @@ def test_the_flow_fold_is_bounded():
     for cluster in range(20):
         flow.apply(JobSubmitted(schedd="s", cluster=cluster, jobs=[f"{cluster}.0"]), 1.0)
     assert list(flow.jobs) == [f"{c}.0" for c in range(15, 20)]
+
+
+@pytest.mark.parametrize(("protocol", "module"), [
+    (None, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    ("grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    ("http/protobuf", "opentelemetry.exporter.otlp.proto.http.trace_exporter")])
+def test_otlp_is_the_installed_exporter_of_the_protocol_asked_for(monkeypatch, protocol, module):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", raising=False)
+    if protocol is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    exporter = tracing._exporter("otlp", None)
+    try:
+        assert type(exporter).__module__ == module
+    finally:
+        exporter.shutdown()

@@ -93,10 +93,18 @@ def export(state_dir: Path | None) -> list[str]:
     names = exporter_names(os.environ.get("OTEL_TRACES_EXPORTER"))
     for name in names:
         exporter = _exporter(name, state_dir)
-        if exporter is not None:
-            add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=(
-                None if "OTEL_BSP_SCHEDULE_DELAY" in os.environ else 1000)))
+        if exporter is not None:  # a batch a second (not 5): `burst trace` right after a job
+            add_span_processor(BatchSpanProcessor(exporter, **_batching()))
     return names
+
+
+def _batching() -> dict[str, int]:
+    """Where OTEL_BSP_* do not say: a batch a second, and room for a burst of handled
+    messages (a negotiator reading thousands of slot ads) before spans are dropped."""
+    defaults = {"OTEL_BSP_SCHEDULE_DELAY": ("schedule_delay_millis", 1000),
+                "OTEL_BSP_MAX_QUEUE_SIZE": ("max_queue_size", 16384)}
+    return {arg: value for variable, (arg, value) in defaults.items()
+            if variable not in os.environ}
 
 
 def exporter_names(setting: str | None) -> list[str]:

@@ -23,6 +23,9 @@ class AutoCluster:
     idle: int
     running: int = 0
     desired_sites: str = ""  # comma list from +DESIRED_Sites, "" when unset
+    # W3C traceparent of the submission of its oldest idle job: the frontend's decision to
+    # ask for pilots and the negotiator's match for it are spans in that job's trace.
+    traceparent: str = ""
 
 
 @message

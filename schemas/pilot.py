@@ -28,6 +28,7 @@ class PilotLaunched:
     instance_id: str = ""
     group: str = ""
     time: float = 0.0
+    requested_at: float = 0.0  # when the frontend's request it serves was made (0: unknown)
 
 
 @message

@@ -207,6 +207,26 @@ def service(ctx: click.Context, name: str) -> None:
 
 
 @cli.group()
+def key() -> None:
+    """The pool key every service signs with."""
+
+
+@key.command("init")
+@friendly
+def key_init() -> None:
+    """Make the pool key if there is none (BURST_POOL_KEY_FILE, or <state dir>/keys/pool.key)
+    and print where it is: once, before services on several hosts or containers share it."""
+    from services.runtime import security
+
+    path = security.pool_key_path(settings().state_dir)
+    try:
+        security.load_pool_key(path, create=True)
+    except (security.AuthError, OSError) as exc:
+        raise Failure(str(exc)) from None
+    click.echo(str(path))
+
+
+@cli.group()
 def token() -> None:
     """User tokens: who may submit and act on which jobs."""
 
@@ -475,8 +495,14 @@ _action_command("release", "Release held jobs back to idle.")
 
 
 def services_status(s: Settings) -> dict[str, dict[str, Any]]:
+    from services.runtime.metrics import served_url
+
     services: dict[str, dict[str, Any]] = {
         st.name: {"pid": st.pid, "alive": st.alive} for st in stack.service_states(s)}
+    for name, state in services.items():
+        url = served_url(s.state_dir, name) if state["alive"] else None
+        if url:
+            state["metrics"] = url
     url = stack.web_url(s)
     if url and services.get("web", {}).get("alive"):
         services["web"]["url"] = url
@@ -555,6 +581,31 @@ def events(follow: bool, as_json: bool, since: str | None, entity: tuple[str, ..
         pass
     except BrokenPipeError:
         sys.stderr.close()
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID", type=JOB_ID)
+@click.option("--json", "as_json", is_flag=True, help="print the spans as JSON")
+@schedd_option
+@friendly
+def trace(job_id: str, as_json: bool, schedd: str | None) -> None:
+    """A job's flow as a span tree: submission, the decision and launch of its pilot, the
+    pilot's boot and registration, the match, execution, and the return of its output
+    (read from the local span store; ID may be a cluster)."""
+    from services.runtime.spanstore import job_trace
+
+    from . import traces
+
+    s = settings()
+    trace_id, spans = job_trace(s.state_dir, job_id, schedd_name(s, schedd))
+    if not spans:
+        raise Failure(f"no trace of {job_id} in {s.state_dir} (spans arrive a second or so "
+                      "after they end; with OTEL_TRACES_EXPORTER set without `burst`, they "
+                      "went only where it says)")
+    if as_json:
+        click.echo(traces.as_json(trace_id, job_id, spans))
+    else:
+        traces.print_tree(trace_id, job_id, spans)
 
 
 @cli.command()

@@ -3,7 +3,9 @@
     burst service cloud ──writes──▶ run/cloud.json {"endpoint", "imds", "pid", "region"}
     ec2 driver (endpoint = "embedded"), burst status ──read──▶
 
-The port may be chosen at start (cloud_port = 0), so nobody hard-codes it.
+The port may be chosen at start (cloud_port = 0), so nobody hard-codes it. Where the
+cloud runs on another host or container (compose: `http://cloud:5000`), BURST_CLOUD_ENDPOINT
+says where its API answers instead.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def write_info(settings: Settings, info: dict[str, Any]) -> None:
 
 
 def read_info(settings: Settings) -> dict[str, Any] | None:
+    elsewhere = os.environ.get("BURST_CLOUD_ENDPOINT")
+    if elsewhere:
+        return {"endpoint": elsewhere.rstrip("/"), "region": REGION}
     try:
         return json.loads(info_path(settings).read_text())
     except (OSError, ValueError):

@@ -56,6 +56,9 @@ class PilotContext:
     # a cloud pilot gets from the metadata service in exchange for its boot token.
     key_file: Path | None = None
     key_hex: str = field(default="", repr=False)
+    # W3C traceparent of what started the pilot (the factory's launch span, or a VM's boot
+    # exchange): its registration is a child, so a job's trace shows its pilot coming up.
+    traceparent: str = ""
 
     def settings(self) -> Settings:
         """Bus settings for this pilot (validates the namespace like every service does)."""

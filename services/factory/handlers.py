@@ -32,12 +32,13 @@ from schemas.pilot import (
 from schemas.provisioning import EntryAdvertised, GlideinRequest
 from schemas.slot import SlotAdvertised
 from services.condor.pilot import pilot_environment
-from services.runtime import bootstrap, credentials, sealing, security
+from services.runtime import bootstrap, credentials, sealing, security, tracing
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import EntryConfig, PoolConfig, Settings
 
 from . import logic
 from .drivers import Driver, Instance, LaunchSpec, make_driver
+from .gauges import FactoryGauges
 from .prototype import prototype_ad
 
 log = logging.getLogger("burst.factory")
@@ -78,6 +79,10 @@ class Factory:
         # half never leaves <state>/keys/. Opened credentials live in memory only.
         self.box_key = sealing.load_key_pair(settings.path("keys", f"factory-{name}.x25519"))
         self.secrets: dict[tuple[str, str], bytes] = {}  # (entry, client) -> credential
+        # (entry, client) -> the traceparent of the last request that came in a trace (one
+        # the frontend sent when it asked for pilots): the launches it causes are children.
+        self.request_traces: dict[tuple[str, str], str] = {}
+        self.listed: dict[str, list[Instance]] = {}  # entry -> its VMs, as last listed
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -98,6 +103,9 @@ class Factory:
 
     def stopping(self) -> None:
         pass
+
+    def collector(self) -> FactoryGauges:
+        return FactoryGauges(self)
 
     # --- observed state -----------------------------------------------------------------------
 
@@ -191,6 +199,9 @@ class Factory:
             return
         client = logic.client_name(msg.frontend, msg.group)
         self.requests[msg.entry][client] = (msg, time.time())
+        if ctx is not None and ctx.envelope.headers.get("traceparent"):  # a renewal in no
+            # trace keeps the last one
+            self.request_traces[(msg.entry, client)] = tracing.current_traceparent() or ""
         self._open_credential(msg.entry, client, msg.credentials)
 
     def _open_credential(self, entry_name: str, client: str, boxes: dict[str, bytes]) -> None:
@@ -251,7 +262,7 @@ class Factory:
         now = time.time()
         if getattr(self.drivers[entry], "blind", False):
             return  # no credential for its VMs yet: it comes with a request (see drivers/)
-        listed = self.drivers[entry].instances(entry)
+        listed = self.listed[entry] = self.drivers[entry].instances(entry)
         self._notice_vanished(entry, listed)
         self._end_leftover_vms(entry, listed)
         mine = [p for p in self.pilots.values() if p.entry == entry]
@@ -302,9 +313,20 @@ class Factory:
                 del self.ended[pilot_id]  # its VM is gone
 
     def launch(self, entry_name: str, client: str) -> bool:
-        """Launch one pilot; False if the driver failed (its events say why)."""
-        entry = self.entries[entry_name]
+        """Launch one pilot; False if the driver failed (its events say why). The launch is a
+        span in the trace of the request that asked for it; the pilot's boot and
+        registration are its children (its traceparent travels in the pilot's context)."""
         pilot_id = f"{entry_name}-{uuid.uuid4().hex[:10]}"
+        with tracing.span("launch pilot", parent=self.request_traces.get((entry_name, client)),
+                          attributes={"burst.pilot": pilot_id, "burst.entry": entry_name,
+                                      "burst.driver": self.entries[entry_name].driver}) as span:
+            launched = self._launch(entry_name, client, pilot_id)
+            if not launched:
+                tracing.failed(span, "launch failed")
+        return launched
+
+    def _launch(self, entry_name: str, client: str, pilot_id: str) -> bool:
+        entry = self.entries[entry_name]
         request, _seen = self.requests[entry_name].get(client, (None, 0.0))
         idle = request.idle_lifetime_s if request else 0.0
         driver = self.drivers[entry_name]
@@ -329,7 +351,8 @@ class Factory:
         self.bus.emit(PilotLaunched(pilot_id=pilot_id, entry=entry_name, site=entry.site,
                                     factory=self.name, driver=entry.driver,
                                     provider=entry.provider, instance_id=instance.instance_id,
-                                    group=client, time=now))
+                                    group=client, time=now,
+                                    requested_at=request.time if request else 0.0))
         return True
 
     def pilot_key(self, pilot_id: str) -> bytes:
@@ -340,9 +363,11 @@ class Factory:
     def pilot_context(self, entry: EntryConfig, pilot_id: str, client: str,
                       idle_lifetime_s: float) -> dict[str, str]:
         broker = credentials.setting(self.pool.services.pilot_amqp_url, self.pool.path.parent)
-        return pilot_environment(entry, pilot_id, factory=self.name, group=client,
-                                 idle_lifetime_s=idle_lifetime_s, settings=self.settings,
-                                 amqp_url=broker)
+        context = pilot_environment(entry, pilot_id, factory=self.name, group=client,
+                                    idle_lifetime_s=idle_lifetime_s, settings=self.settings,
+                                    amqp_url=broker)
+        context["BURST_TRACEPARENT"] = tracing.current_traceparent() or ""  # the launch span
+        return context
 
     def boot(self, driver: Driver, entry: EntryConfig, pilot_id: str, client: str,
              idle_lifetime_s: float) -> dict[str, str]:
@@ -360,7 +385,8 @@ class Factory:
         token = bootstrap.issue(
             self.bus.verifier.pool_key, pool=self.settings.namespace, entry=entry.name,
             pilot_id=pilot_id, factory=self.name, group=client, idle_lifetime_s=idle_lifetime_s,
-            lifetime_s=self.pool.services.boot_token_lifetime_s)
+            lifetime_s=self.pool.services.boot_token_lifetime_s,
+            traceparent=tracing.current_traceparent() or "")
         return {"boot_token": token, "metadata_url": url}
 
     def retire(self, pilot_id: str) -> None:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
 from schemas.provisioning import EntryAdvertised
-from services.runtime import credentials, sealing
+from services.runtime import credentials, sealing, tracing
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
 from services.runtime.security import AuthError
@@ -38,6 +39,7 @@ log = logging.getLogger("burst.frontend")
 ENTRY_STALE_S = 180.0
 DEMAND_STALE_S = 120.0
 REACT_DELAY_S = 0.5  # batch bursts of demand changes into one cycle
+MAX_LINKS = 16  # a decision's span links to at most this many other autoclusters' traces
 
 
 class Frontend:
@@ -125,12 +127,32 @@ class Frontend:
             if secret:
                 message = dataclasses.replace(message, credentials=self._boxes(
                     client, entry, domains[entry], secret, now))
-            self.bus.send(message, to=entry)
+            with self._decision(policy, request, demand, plan):
+                self.bus.send(message, to=entry)
             if request.new_pilots or request.remove_excess != "NO":
                 log.info("event=request entry=%s group=%s idle_target=%d max=%d remove=%s "
                          "reason=%r", entry, policy.name, request.idle_target,
                          request.max_glideins, request.remove_excess, request.reason)
         self._publish_analysis(policy, demand, plan)
+
+    @staticmethod
+    def _decision(policy: logic.GroupPolicy, request: logic.EntryRequest,
+                  demand: dict[str, list[AutoCluster]], plan: logic.GroupPlan
+                  ) -> AbstractContextManager:
+        """A request that asks for new pilots is a decision worth a span, in the trace of the
+        first job it asks them for (linked to the other autoclusters' traces); a renewal that
+        asks for nothing new is sent in no trace."""
+        if request.new_pilots <= 0:
+            return nullcontext()
+        traces = [ac.traceparent for schedd, autoclusters in sorted(demand.items())
+                  for ac in autoclusters if ac.traceparent and request.entry in
+                  plan.matched.get(schedd, {}).get(ac.id, ())]
+        return tracing.span("decide: request pilots", parent=traces[0] if traces else None,
+                            links=traces[1:MAX_LINKS], attributes={
+                                "burst.entry": request.entry, "burst.group": policy.name,
+                                "burst.new_pilots": request.new_pilots,
+                                "burst.idle_target": request.idle_target,
+                                "burst.reason": request.reason})
 
     def _read_credentials(self, policy: logic.GroupPolicy, infos: list[logic.EntryInfo]
                           ) -> tuple[dict[str, bytes], dict[str, str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from services.condor.pilot import PilotContext
-from services.runtime import security, service
+from services.runtime import security, service, tracing
 
 from .context import ContextError, load
 from .handlers import Glidein
@@ -24,6 +24,9 @@ EXIT_BAD_CONTEXT = 2
                    "BURST_); overrides the environment")
 def command(context: Path | None) -> int:
     """One pilot: register, advertise a slot, run the jobs matched to it, retire when idle."""
+    # Spans from the start: a VM's boot exchange is one, before it knows its state dir.
+    tracing.setup("glidein")
+    tracing.export(None)
     try:
         ctx = load(context)
     except ContextError as exc:
@@ -37,7 +40,7 @@ def command(context: Path | None) -> int:
         return EXIT_BAD_CONTEXT
     return service.run("glidein", lambda _settings, bus: Glidein(ctx, bus),
                        settings=ctx.settings(), instance=f"pilot-{ctx.pilot_id}",
-                       trust={"signer": signer})
+                       trust={"signer": signer}, serve_metrics=False)
 
 
 def pilot_signer(ctx: PilotContext) -> security.Signer:

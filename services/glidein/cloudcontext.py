@@ -40,7 +40,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from services.runtime import bootstrap, sealing
+from opentelemetry.trace import SpanKind
+
+from services.runtime import bootstrap, sealing, tracing
 from services.runtime.security import AuthError
 
 from .context import KEYS, ContextError, Raw
@@ -222,7 +224,12 @@ def exchanged(given: dict[str, Raw], instance_id: str, where: str) -> dict[str, 
     if token is None or url is None or not isinstance(token.value, str) or \
             not isinstance(url.value, str):
         raise ContextError(f"{where}: {BOOT_TOKEN_VAR} and {METADATA_URL_VAR} go together")
-    values = exchange(url.value.rstrip("/"), token.value, instance_id)
+    # The VM's boot, in the trace of the launch that made it (the token carries it).
+    with tracing.span("boot: exchange token", kind=SpanKind.CLIENT,
+                      parent=str(bootstrap.peek(token.value).get("traceparent") or ""),
+                      attributes={"url.full": f"{url.value.rstrip('/')}/v1/boot"}) as span:
+        values = exchange(url.value.rstrip("/"), token.value, instance_id)
+        span.set_attribute("burst.pilot", str(values.get("BURST_PILOT_ID", "")))
     source = f"metadata service {url.value}"
     found = {}
     for name, value in values.items():
@@ -230,6 +237,7 @@ def exchanged(given: dict[str, Raw], instance_id: str, where: str) -> dict[str, 
         if key is None:
             raise ContextError(f"{source}: {name}: unknown variable")
         found[key] = Raw(value, f"{source}: {name}")
+    found["traceparent"] = Raw(tracing.traceparent_of(span) or "", "the boot exchange")
     return found
 
 
@@ -241,7 +249,8 @@ def exchange(url: str, token: str, instance_id: str, patience_s: float = EXCHANG
     body = json.dumps({"token": token, "instance_id": instance_id,
                        "public_key": sealing.public_hex(private)}).encode()
     request = urllib.request.Request(f"{url}/v1/boot", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **tracing.current_headers()})
     deadline = time.monotonic() + patience_s
     while True:
         try:

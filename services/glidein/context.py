@@ -143,6 +143,7 @@ KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "pilot_key_file": ("BURST_PILOT_KEY_FILE", _path),
     "pilot_key": ("BURST_PILOT_KEY", _text),
     "slot_users": ("BURST_SLOT_USERS", _slot_users),
+    "traceparent": ("BURST_TRACEPARENT", _text),
 }
 # Friendlier spellings accepted in context files.
 ALIASES = {"attributes": "pilot_attrs", "work_dir": "pilot_work_dir"}
@@ -223,6 +224,7 @@ def resolve(layers: Sequence[tuple[str, Mapping[str, Raw]]], *, pid: int | None 
         attributes=value.get("pilot_attrs", {}), source=source,
         key_file=value.get("pilot_key_file"), key_hex=value.get("pilot_key", ""),
         slot_users=value.get("slot_users", DEFAULT_SLOT_USERS),
+        traceparent=value.get("traceparent", ""),
     )
     try:
         ctx.settings()

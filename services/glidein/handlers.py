@@ -47,6 +47,7 @@ from services.condor.claims import claim_digest
 from services.condor.macros import substitute_slot_macros
 from services.condor.pilot import PilotContext
 from services.condor.slot import Resources, slot_ad
+from services.runtime import tracing
 from services.runtime.bus import BrokerUnavailable, Bus, Context, Subscription
 
 from . import logic
@@ -86,6 +87,7 @@ class Glidein:
         self.records = self._take_over(ctx)
         self.outbox = Outbox(bus, self.records, retry_s=config.outbox_retry_s)
         self.jobs: dict[str, JobRun] = {}
+        self.spans: dict[str, Any] = {}  # claim id -> its job's execution span (ended at exit)
         self.reaping: list[JobRun] = []  # killed on order: polled until gone, never reported
         self.seq = 0
         self.jobs_run = 0
@@ -140,15 +142,19 @@ class Glidein:
                         "traversable (o+x) or move BURST_PILOT_WORK_DIR\"", ctx.pilot_id,
                         ctx.work_dir / pilotdir.EXECUTE, blocked, blocked)
         self.outbox.start()  # what an earlier life could not deliver goes first
-        self._publish_event(PilotRegistered(
-            pilot_id=ctx.pilot_id, entry=ctx.entry, site=ctx.site, provider=ctx.provider,
-            cpus=ctx.cpus, memory_mb=ctx.memory_mb, disk_mb=ctx.disk_mb,
-            instance_id=ctx.instance_id, instance_type=ctx.instance_type, host=self.host,
-            pid=os.getpid(), context_source=ctx.source, time=time.time()))
-        log.info("event=pilot_registered pilot=%s entry=%s site=%s cpus=%d memory_mb=%d "
-                 "source=%s", ctx.pilot_id, ctx.entry, ctx.site, ctx.cpus, ctx.memory_mb,
-                 ctx.source)
-        self.advertise()
+        # In the trace of the launch (or the VM's boot) that made this pilot: its first slot
+        # ad too, so the trace shows the pool seeing it.
+        with tracing.span("register", parent=ctx.traceparent or None,
+                          attributes={"burst.pilot": ctx.pilot_id, "burst.entry": ctx.entry}):
+            self._publish_event(PilotRegistered(
+                pilot_id=ctx.pilot_id, entry=ctx.entry, site=ctx.site, provider=ctx.provider,
+                cpus=ctx.cpus, memory_mb=ctx.memory_mb, disk_mb=ctx.disk_mb,
+                instance_id=ctx.instance_id, instance_type=ctx.instance_type, host=self.host,
+                pid=os.getpid(), context_source=ctx.source, time=time.time()))
+            log.info("event=pilot_registered pilot=%s entry=%s site=%s cpus=%d memory_mb=%d "
+                     "source=%s", ctx.pilot_id, ctx.entry, ctx.site, ctx.cpus, ctx.memory_mb,
+                     ctx.source)
+            self.advertise()
         interval = self.config.poll_interval_s
         self.bus.call_every(interval, self.tick, first_delay_s=interval)
         heartbeat = self.config.lease_s / 3
@@ -233,6 +239,8 @@ class Glidein:
             self._job_ended(run, held)
             return
         self.jobs[msg.claim_id] = run
+        self.spans[msg.claim_id] = tracing.start_span(
+            "execute job", attributes={"burst.job": msg.job_id, "burst.pilot": self.ctx.pilot_id})
         self._report_running(run)  # once its process runs (not while its inputs arrive)
         self._reap_soon()
         self.advertise()
@@ -267,8 +275,15 @@ class Glidein:
         log.info("event=job_ended pilot=%s job=%s claim=%s state=%s exit_code=%s reason=%r "
                  "wall_s=%.3f", self.ctx.pilot_id, msg.job_id, msg.claim_id, result.state,
                  result.exit_code, result.reason, result.wall_seconds)
-        # On disk first: from here on a crash of the pilot loses nothing.
-        self.outbox.put(self._report(msg, result.state, result), msg.schedd, final=True)
+        span = self.spans.pop(msg.claim_id, None) or tracing.start_span(
+            "execute job", attributes={"burst.job": msg.job_id, "burst.pilot": self.ctx.pilot_id})
+        span.set_attributes({"burst.state": result.state, "burst.exit_code": (
+            -1 if result.exit_code is None else result.exit_code)})
+        with tracing.within(span, end=True), tracing.span(
+                "return output", attributes={"burst.job": msg.job_id,
+                                             "burst.bytes": _output_bytes(result)}):
+            # On disk first: from here on a crash of the pilot loses nothing.
+            self.outbox.put(self._report(msg, result.state, result), msg.schedd, final=True)
         self.jobs.pop(msg.claim_id, None)
         self.slot.release(msg.claim_id)
         self._done_with(run)
@@ -276,6 +291,12 @@ class Glidein:
             self.idle_since = self.clock()
         self.advertise()
         self._exit_if_drained()
+
+    def _end_span(self, claim_id: str, reason: str) -> None:
+        span = self.spans.pop(claim_id, None)
+        if span is not None:
+            tracing.failed(span, reason)
+            span.end()
 
     def _done_with(self, run: JobRun) -> None:
         run.cleanup()
@@ -290,6 +311,7 @@ class Glidein:
         log.info("event=job_killed pilot=%s job=%s claim=%s reason=%r", self.ctx.pilot_id,
                  msg.job_id, msg.claim_id, msg.reason)
         run.kill()  # the schedd has already moved the job on: no report
+        self._end_span(msg.claim_id, "killed")
         self.records.forget_job(msg.claim_id)
         self.reaping.append(run)
         self._reap_soon()
@@ -377,6 +399,7 @@ class Glidein:
                  len(self.jobs))
         for claim_id, run in self.jobs.items():
             run.terminate()
+            self._end_span(claim_id, "pilot terminated")
             self.records.forget_job(claim_id)
             self.slot.release(claim_id)
         self.reaping.extend(self.jobs.values())
@@ -430,3 +453,8 @@ class Glidein:
         self.exited.set()
         if self.request_stop is not None:
             self.request_stop()
+
+
+def _output_bytes(result: JobResult) -> int:
+    return len(result.stdout) + len(result.stderr) + sum(
+        len(data) for data in result.output_files.values())

@@ -20,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from schemas.pilot import PilotLaunched
 from schemas.token import TokenRefused
 from services.runtime import bootstrap, credentials, sealing, security
@@ -101,6 +103,7 @@ class MetadataBroker:
             claims = bootstrap.read(self.pool_key, token)
         except bootstrap.TokenInvalid as exc:
             return self._refuse(bootstrap.peek(token), str(exc), instance_id, peer)
+        trace.get_current_span().set_attribute("burst.pilot", claims.pilot_id)
         now = self.clock()
         reason = logic.refusal(claims, pool=self.settings.namespace, entries=set(self.entries),
                                now=now, instance_id=instance_id,

@@ -17,7 +17,9 @@ import logging
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from services.runtime import httpserve
+from opentelemetry.trace import SpanKind
+
+from services.runtime import httpserve, tracing
 
 log = logging.getLogger("burst.metadata")
 
@@ -57,7 +59,11 @@ class BootHandler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             self._write(400, b"expected a JSON object\n", "text/plain; charset=utf-8")
             return
-        answer = self.server.broker.exchange(request, self.client_address[0])
+        # In the trace of the VM's boot (its request carries a traceparent).
+        with tracing.span("exchange boot token", parent=self.headers.get("traceparent"),
+                          kind=SpanKind.SERVER, attributes={"http.route": "/v1/boot"}) as span:
+            answer = self.server.broker.exchange(request, self.client_address[0])
+            span.set_attribute("http.response.status_code", answer.status)
         self._write(answer.status, answer.body, answer.content_type)
 
     def _write(self, status: int, body: bytes, content_type: str) -> None:

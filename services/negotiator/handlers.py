@@ -35,6 +35,7 @@ from schemas.demand import AutoCluster, DemandSnapshot
 from schemas.pilot import PilotExited, PilotLost, PilotRetiring
 from schemas.slot import Claim, NegotiationCompleted, SlotAdvertised
 from services.condor.claims import claim_digest
+from services.runtime import tracing
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
@@ -72,6 +73,7 @@ class Negotiator:
         self.cycle = 0
         self.last_reasons: dict[str, dict[str, str]] = {}
         self._pending = False
+        self.slot_traces: dict[str, str] = {}  # pilot id -> the trace its pilot came up in
 
     def subscriptions(self) -> list[Subscription]:
         return [Subscription("negotiator", events={
@@ -122,6 +124,8 @@ class Negotiator:
         if old is not None and old[0].seq > msg.seq:
             return
         self.slots[msg.pilot_id] = (msg, time.time())
+        if ctx.envelope.headers.get("traceparent"):  # heartbeats come in no trace
+            self.slot_traces[msg.pilot_id] = tracing.current_traceparent() or ""
         advertised = set(msg.claims)  # digests: claim ids never travel in events
         for flight in self.in_flight.get(msg.pilot_id, []):
             flight.advertised = flight.advertised or \
@@ -141,6 +145,7 @@ class Negotiator:
             return
         self.slots.pop(msg.pilot_id, None)
         self.in_flight.pop(msg.pilot_id, None)
+        self.slot_traces.pop(msg.pilot_id, None)
 
     def _soon(self) -> None:
         if not self._pending:
@@ -189,7 +194,8 @@ class Negotiator:
             key = (offer.schedd, offer.autocluster)
             for claim in offer.claims:
                 self.in_flight.setdefault(claim.pilot_id, []).append(InFlight(claim, now, key))
-            self.bus.send(offer, to=offer.schedd)
+            with self._match_span(offer):
+                self.bus.send(offer, to=offer.schedd)
         for analysis in result.analyses():
             if self.last_reasons.get(analysis.schedd) != analysis.reasons:
                 self.last_reasons[analysis.schedd] = analysis.reasons
@@ -201,6 +207,19 @@ class Negotiator:
                 cycle=self.cycle, duration_ms=duration_ms,
                 autoclusters=sum(len(acs) for acs in demand.values()), slots=len(slots),
                 matches=result.match_count, priorities=dict(result.priorities)))
+
+    def _match_span(self, offer):
+        """The match, in the trace of the autocluster's oldest idle job, linked to the traces
+        its slots' pilots came up in."""
+        snapshot = self.demand.get(offer.schedd)
+        parent = next((ac.traceparent for ac in (snapshot.autoclusters if snapshot else ())
+                       if ac.id == offer.autocluster), "")
+        pilots = sorted({claim.pilot_id for claim in offer.claims})
+        return tracing.span("match", parent=parent or None,
+                            links=[self.slot_traces.get(p) for p in pilots[:16]],
+                            attributes={"burst.autocluster": offer.autocluster,
+                                        "burst.claims": len(offer.claims),
+                                        "burst.pilots": pilots[:16], "burst.cycle": self.cycle})
 
 
 def running_cpus_by_principal(demand: dict[str, list[AutoCluster]],

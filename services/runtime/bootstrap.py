@@ -6,7 +6,9 @@
                                    used before? (SQLite) ─▶ the context, sealed to that key
 
 A token is `burst-boot-v1.<claims>.<mac>`: the claims (pool, entry, pilot id, factory,
-group, the idle lifetime asked for, issue and expiry times, a random token id) in base64url
+group, the idle lifetime asked for, issue and expiry times, a random token id, and the
+W3C traceparent of the launch, so that the VM's boot joins the trace that asked for it;
+a token without one is as good) in base64url
 JSON, readable by anyone and secret to no one, and an HMAC-SHA256 over them with a key
 derived from the pool key for this purpose alone. Only services hold the pool key, so only a
 service can make a token that verifies; the metadata service consumes each token id once.
@@ -57,6 +59,7 @@ class BootClaims:
     issued: float
     expires: float
     token_id: str
+    traceparent: str = ""  # the factory's launch span: the VM's boot is its child
 
     def expired(self, now: float) -> bool:
         return now >= self.expires
@@ -75,10 +78,11 @@ def _unb64(text: str) -> bytes:
 
 
 def issue(pool_key: bytes, *, pool: str, entry: str, pilot_id: str, factory: str, group: str,
-          idle_lifetime_s: float = 0.0, lifetime_s: float = 600.0, clock=time.time) -> str:
+          idle_lifetime_s: float = 0.0, lifetime_s: float = 600.0, traceparent: str = "",
+          clock=time.time) -> str:
     now = clock()
     claims = BootClaims(pool, entry, pilot_id, factory, group, float(idle_lifetime_s), now,
-                        now + lifetime_s, secrets.token_hex(16))
+                        now + lifetime_s, secrets.token_hex(16), traceparent)
     body = _b64(json.dumps(asdict(claims), sort_keys=True, separators=(",", ":")).encode())
     mac = hmac.digest(_mac_key(pool_key), f"{PREFIX}.{body}".encode(), "sha256")
     return f"{PREFIX}.{body}.{_b64(mac)}"

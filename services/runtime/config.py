@@ -168,6 +168,14 @@ class ServiceTimers:
     # The broker URL pilots are given ("" = the services' AMQP_URL); as it may hold a
     # password, it may be a reference: env:NAME or file:PATH (credentials.setting).
     pilot_amqp_url: str = ""
+    # Prometheus /metrics of each service: base + the service's offset (runtime/metrics.py:
+    # schedd 9470, negotiator 9471, frontend 9472, metadata 9473, factory 9474, web 9475,
+    # cloud 9476); 0: any free port. metrics_ports = { factory-2 = 9480 } names ports one by
+    # one. Each service writes its URL to <state>/run/<service>.metrics.json.
+    metrics_host: str = "127.0.0.1"
+    metrics_port_base: Annotated[int, msgspec.Meta(ge=0, le=65535 - 16)] = 9470
+    metrics_ports: dict[str, Annotated[int, msgspec.Meta(ge=0, le=65535)]] = field(
+        default_factory=dict)
 
 
 STORAGE_ENDPOINTS = ("", "embedded", "aws")  # or an http(s):// URL

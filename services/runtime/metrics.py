@@ -1,6 +1,9 @@
 """Prometheus metrics of the runtime; services add their own next to their code.
 
-Each process has one default registry; `serve(port)` exposes it on /metrics.
+Each process has one default registry; `serve()` exposes it on /metrics, on the port the
+configuration gives the service (`port_for`), and writes the URL to run/<service>.metrics.json
+for `burst status`. A service object with a `collector()` method has it registered there
+(service.py): gauges read from the service's own state when /metrics is read.
 
 Messages published (`burst_messages_published_total`, by exchange), handled
 (`burst_messages_handled_total`, by queue and schema) and the time spent in
@@ -13,9 +16,12 @@ per update and a bucket scan, as much as the rest of handling a small message.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -114,5 +120,56 @@ _collector = _BusCollector()
 REGISTRY.register(_collector)
 
 
-def serve(port: int) -> None:
-    start_http_server(port)
+# --- serving /metrics -----------------------------------------------------------------------
+
+# Where each service listens with [services] metrics_port_base = B: B + its offset. Instances
+# not listed (factory-2, ...) take any free port, unless [services] metrics_ports names them.
+PORT_OFFSETS = {"schedd": 0, "negotiator": 1, "frontend": 2, "metadata": 3, "factory": 4,
+                "web": 5, "cloud": 6}
+
+
+def port_for(instance: str, base: int, ports: dict[str, int]) -> int:
+    """The metrics port of a service instance (0: any free port)."""
+    if instance in ports:
+        return ports[instance]
+    if base and instance in PORT_OFFSETS:
+        return base + PORT_OFFSETS[instance]
+    return 0
+
+
+def url_file(state_dir: Path, instance: str) -> Path:
+    return state_dir / "run" / f"{instance}.metrics.json"
+
+
+class Served:
+    """/metrics of this process; close() stops it and removes its URL file."""
+
+    def __init__(self, state_dir: Path, instance: str, host: str, port: int):
+        self.server, _thread = start_http_server(port, host)
+        self.path = url_file(state_dir, instance)
+        shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self.url = f"http://{shown}:{self.server.server_port}/metrics"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def serve(state_dir: Path, instance: str, host: str, port: int) -> Served:
+    """Serve /metrics; OSError when the port is taken."""
+    return Served(state_dir, instance, host, port)
+
+
+def served_url(state_dir: Path, instance: str) -> str | None:
+    """A service's /metrics URL, as it wrote it once listening."""
+    try:
+        return json.loads(url_file(state_dir, instance).read_text())["url"]
+    except (OSError, ValueError, KeyError):
+        return None

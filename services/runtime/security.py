@@ -146,7 +146,8 @@ def load_pool_key(path: Path, *, create: bool = False) -> bytes:
 def _create_key(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(KEY_BYTES)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    # Random, not the pid: containers sharing a keys volume all run as pid 1.
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(key.hex() + "\n")
@@ -295,7 +296,8 @@ def read_token(path: Path) -> Signer:
 def write_private(path: Path, text: str, *, uid: int | None = None) -> None:
     """Write a secret file readable by its owner only (chowned to `uid` when given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    # Random, not the pid: containers sharing a keys volume all run as pid 1.
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)

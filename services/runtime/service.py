@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import click
+from prometheus_client import REGISTRY
 
-from . import security
+from . import metrics, security, tracing
 from .bus import BrokerUnavailable, Bus, QueueInUse, Subscription, connect
 from .config import PoolConfig, Settings, load_pool_config
+from .queuestats import QueueStats
 
 
 class Service(Protocol):
@@ -35,6 +37,9 @@ class Service(Protocol):
         """Called once the bus is consuming: start timers here."""
 
     def stopping(self) -> None: ...
+
+    # Optional: `collector()`, a Prometheus collector of the service's own state (service
+    # objects are built many times in tests: only run() registers it, once per process).
 
 
 def setup_logging(service: str, level: str | None = None) -> None:
@@ -61,16 +66,22 @@ def service_trust(settings: Settings, name: str) -> dict[str, Any]:
 
 def run(name: str, build: Callable[[Settings, Bus], Service], *,
         settings: Settings | None = None, instance: str | None = None,
-        trust: dict[str, Any] | None = None) -> int:
+        trust: dict[str, Any] | None = None, serve_metrics: bool = True) -> int:
     """Run a service until SIGTERM/SIGINT; returns the process exit code.
 
-    `trust` is the bus's signer and verifier (security.py); a service's by default.
+    `trust` is the bus's signer and verifier (security.py); a service's by default. Its
+    spans go where tracing.export says, its metrics to /metrics (unless `serve_metrics` is
+    false: pilots, which are no service of the pool's own).
     """
     settings = settings or Settings.from_env()
     setup_logging(instance or name)
     log = logging.getLogger(f"burst.{name}")
+    tracing.setup(name, instance or name)
+    tracing.export(settings.state_dir)  # a pilot may have started it before it knew where
+    tracing.store_at(settings.state_dir)
     try:
         trust = trust if trust is not None else service_trust(settings, instance or name)
+        served = start_metrics(settings, instance or name) if serve_metrics else None
     except (security.AuthError, OSError) as exc:
         print(f"burst {name}: {exc}", file=sys.stderr)
         return 1
@@ -78,6 +89,8 @@ def run(name: str, build: Callable[[Settings, Bus], Service], *,
     service = build(settings, bus)
     for sub in service.subscriptions():
         bus.subscribe(sub)
+    if served is not None:
+        _register_collectors(settings, service)
     try:
         bus.start()
     except BrokerUnavailable as exc:
@@ -96,17 +109,41 @@ def run(name: str, build: Callable[[Settings, Bus], Service], *,
     pid_path = pid_file(settings, instance or name)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.write_text(f"{os.getpid()}\n")
-    log.info("event=service_started service=%s pid=%d namespace=%s", instance or name,
-             os.getpid(), settings.namespace)
+    log.info("event=service_started service=%s pid=%d namespace=%s metrics=%s",
+             instance or name, os.getpid(), settings.namespace,
+             served.url if served is not None else "")
     try:
         done.wait()
     finally:
         log.info("event=service_stopping service=%s", instance or name)
         service.stopping()
         bus.stop()
+        if served is not None:
+            served.close()
+        tracing.shutdown()
         if pid_path.exists() and pid_path.read_text().strip() == str(os.getpid()):
             pid_path.unlink()
     return 0
+
+
+def start_metrics(settings: Settings, instance: str) -> metrics.Served:
+    """/metrics on the port the configuration gives `instance`; OSError (one line naming the
+    setting) when it is taken."""
+    timers = load_pool_config(settings.config_path).services
+    port = metrics.port_for(instance, timers.metrics_port_base, timers.metrics_ports)
+    try:
+        return metrics.serve(settings.state_dir, instance, timers.metrics_host, port)
+    except OSError as exc:
+        raise OSError(f"cannot serve /metrics on {timers.metrics_host}:{port}: "
+                      f"{exc.strerror}; set [services] metrics_port_base or metrics_ports "
+                      "in BURST_CONFIG (0 takes any free port)") from None
+
+
+def _register_collectors(settings: Settings, service: Service) -> None:
+    REGISTRY.register(QueueStats(settings, service.subscriptions()))
+    collector = getattr(service, "collector", None)
+    if collector is not None:
+        REGISTRY.register(collector())
 
 
 def pool_config(settings: Settings):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import classad2
+from opentelemetry import trace
 
 from schemas import job as J
 from schemas.demand import AutoCluster, DemandSnapshot, MatchAnalysis
@@ -29,12 +30,13 @@ from schemas.pilot import PilotExited, PilotLost
 from schemas.slot import Claim, MatchOffer, SlotAdvertised
 from services.condor import jobad
 from services.condor.jobids import job_id, parse_job_id
-from services.runtime import security
+from services.runtime import security, tracing
 from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import StorageConfig
 
 from . import logic, policy, queue, transfer, userlog
+from .gauges import JobGauges
 from .logic import Job
 from .storage import ObjectStore, StorageError, StorageUnavailable
 from .store import Store, Tx
@@ -108,15 +110,19 @@ class Schedd:
     def stopping(self) -> None:
         pass
 
+    def collector(self) -> JobGauges:
+        return JobGauges(self.name, self.store)
+
     def _transact(self, ctx: Context | None, work: Callable[[Tx], Any]) -> Any:
         with self.store.transaction(ctx.message_id if ctx else None) as tx:
             reply = None if tx.replayed else work(tx)
         for out in tx.outputs:
             publish = ctx if ctx is not None else self.bus
-            if out.kind == "emit":
-                publish.emit(out.message)
-            else:
-                publish.send(out.message, out.to)
+            with tracing.attached(out.traceparent):
+                if out.kind == "emit":
+                    publish.emit(out.message)
+                else:
+                    publish.send(out.message, out.to)
         self._demand_dirty = True
         return reply
 
@@ -241,8 +247,13 @@ class Schedd:
             for line in lines:
                 userlog.append(line.path, line.text, iwd=line.iwd, owner=msg.owner,
                                private_dir=self.private_dir)
-        tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ? WHERE cluster = ?",
-                   (now, msg.submit_file, msg.cluster))
+        # The submission is the root of its jobs' trace (tracing.py): kept with the cluster.
+        trace.get_current_span().set_attributes({"burst.cluster": msg.cluster,
+                                                 "burst.schedd": self.name,
+                                                 "burst.jobs": len(ids), "burst.owner": msg.owner})
+        tx.execute("UPDATE clusters SET submitted_at = ?, submit_file = ?, traceparent = ? "
+                   "WHERE cluster = ?",
+                   (now, msg.submit_file, tracing.current_traceparent(), msg.cluster))
         submitted = J.JobSubmitted(schedd=self.name, cluster=msg.cluster, jobs=ids,
                                    owner=msg.owner)
         tx.emit(submitted)
@@ -330,8 +341,20 @@ class Schedd:
                 continue
             job = Job.from_row(row)
             inputs, transfers = self._job_files(job, claim)
-            self._apply(tx, logic.activate(job, claim, inputs, schedd=self.name, now=now,
-                                           transfers=transfers))
+            with self._job_span(tx, job, "activate claim", {"burst.pilot": claim.pilot_id}):
+                self._apply(tx, logic.activate(job, claim, inputs, schedd=self.name, now=now,
+                                               transfers=transfers))
+
+    def _job_span(self, tx: Tx, job: Job, name: str, attributes: dict):
+        """A span of one job's phase, in that job's trace: under the current span when the
+        handler runs in it, else under the job's submission, linked to the current one."""
+        row = tx.one("SELECT traceparent FROM clusters WHERE cluster = ?", (job.cluster,))
+        job_trace = row["traceparent"] if row is not None else None
+        current = tracing.current_traceparent()
+        same = job_trace and current and job_trace.split("-")[1] == current.split("-")[1]
+        return tracing.span(name, parent=None if same else job_trace,
+                            links=() if same else (current,),
+                            attributes={"burst.job": job.id, **attributes})
 
     def _job_files(self, job: Job, claim: Claim
                    ) -> tuple[tuple[str, dict[str, bytes]] | logic.TransferFailed,
@@ -383,7 +406,8 @@ class Schedd:
         outputs, stored = None, ""
         if job is not None and logic.returns_outputs(job, msg, sender):
             submit = tx.one("SELECT submit_file FROM clusters WHERE cluster = ?", (cluster,))
-            outputs = self._write_outputs(job, msg, submit["submit_file"] if submit else "")
+            with tracing.span("write outputs", attributes={"burst.job": msg.job_id}):
+                outputs = self._write_outputs(job, msg, submit["submit_file"] if submit else "")
             if self.storage is not None and (msg.stored_files or msg.stored_streams):
                 stored = self.storage.run_prefix(cluster, proc, msg.claim_id)
         try:
@@ -523,18 +547,22 @@ class Schedd:
         """Idle and running jobs per autocluster; a job deferred past `now` is neither."""
         now = time.time() if now is None else now
         rows = self.store.read(
-            "SELECT a.id, a.owner, a.ad, a.desired_sites, "
+            "SELECT g.*, c.traceparent FROM (SELECT a.id, a.owner, a.ad, a.desired_sites, "
             "SUM(j.state = 'idle' AND j.claim_id IS NULL) AS idle, "
-            "SUM(j.state = 'running' OR (j.state = 'idle' AND j.claim_id IS NOT NULL)) AS running "
+            "SUM(j.state = 'running' OR (j.state = 'idle' AND j.claim_id IS NOT NULL)) AS running, "
+            "MIN(CASE WHEN j.state = 'idle' AND j.claim_id IS NULL THEN j.cluster END) AS first "
             "FROM jobs j JOIN autoclusters a ON a.id = j.autocluster "
             "WHERE j.state IN ('idle', 'running') AND NOT (j.state = 'idle' AND "
             "j.claim_id IS NULL AND j.not_before IS NOT NULL AND j.not_before > ?) "
-            "GROUP BY a.id ORDER BY a.id", (now,))
+            "GROUP BY a.id) g "
+            # the oldest idle job's submission: the trace its provisioning and match join
+            "LEFT JOIN clusters c ON c.cluster = g.first ORDER BY g.id", (now,))
         (deferred,) = self.store.read("SELECT MIN(not_before) FROM jobs WHERE state = 'idle' "
                                       "AND not_before > ?", (now,))
         self._next_deferral = deferred[0]
         return [AutoCluster(id=r["id"], owner=r["owner"], ad=r["ad"], idle=int(r["idle"] or 0),
-                            running=int(r["running"] or 0), desired_sites=r["desired_sites"])
+                            running=int(r["running"] or 0), desired_sites=r["desired_sites"],
+                            traceparent=r["traceparent"] or "")
                 for r in rows]
 
 

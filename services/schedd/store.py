@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 
 import schemas
+from services.runtime import tracing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,18 +90,22 @@ JOB_COLUMNS = (
 )
 # Columns added since the first release, with their declarations: added to older files.
 # not_before: deferral_time (not demand, not matched before then); periodic: 1 if the job
-# has periodic policy expressions for the timer to evaluate.
+# has periodic policy expressions for the timer to evaluate; traceparent: the cluster's
+# submission, the root of its jobs' traces.
 ADDED_COLUMNS = {"jobs": {"spool": "TEXT", "not_before": "REAL",
-                          "periodic": "INTEGER NOT NULL DEFAULT 0"}}
+                          "periodic": "INTEGER NOT NULL DEFAULT 0"},
+                 "clusters": {"traceparent": "TEXT"}}
 
 
 @dataclass(frozen=True)
 class Output:
-    """A message to publish once the transaction is committed."""
+    """A message to publish once the transaction is committed, in the trace it was made in
+    (a job's activation is in that job's trace, not in the handler's)."""
 
     kind: str  # "emit" | "send"
     message: Any
     to: str | None = None
+    traceparent: str | None = None
 
 
 class Store:
@@ -166,10 +171,10 @@ class Tx:
                 self.outputs = _unpack(row["outputs"])
 
     def emit(self, message: Any) -> None:
-        self.outputs.append(Output("emit", message))
+        self.outputs.append(Output("emit", message, None, tracing.current_traceparent()))
 
     def send(self, message: Any, to: str | None = None) -> None:
-        self.outputs.append(Output("send", message, to))
+        self.outputs.append(Output("send", message, to, tracing.current_traceparent()))
 
     def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, args)

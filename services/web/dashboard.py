@@ -22,7 +22,10 @@ from services.runtime.bus import Bus, Subscription
 from services.runtime.config import Settings
 from services.runtime.httpserve import ServiceServer
 from services.views import Timeline
+from services.views.latency import FlowLatency
 from services.views.stream import CAUGHT_UP, replay_then_follow
+
+from .gauges import PoolGauges, flow_histogram
 
 log = logging.getLogger("burst.web")
 
@@ -84,6 +87,8 @@ class Dashboard:
         self.server = server
         self.since = since
         self.timeline = Timeline()
+        self.latency = FlowLatency()  # the flow's steps, observed into self.flow (/metrics)
+        self.flow = flow_histogram()
         self.lock = threading.Lock()  # the timeline: written by the follower, read by requests
         self.hub = Hub()
         self.caught_up = threading.Event()
@@ -102,6 +107,9 @@ class Dashboard:
 
     def subscriptions(self) -> list[Subscription]:
         return []  # it reads the event log, no queue of its own
+
+    def collector(self) -> PoolGauges:
+        return PoolGauges(self)
 
     def started(self) -> None:
         threading.Thread(target=self._follow, name="web-follow", daemon=True).start()
@@ -124,4 +132,7 @@ class Dashboard:
                 continue
             with self.lock:
                 record, event = self.timeline.apply(env)
+                steps = self.latency.apply(event, record["t"]) if event is not None else []
+            for step, seconds in steps:
+                self.flow.labels(step).observe(seconds)
             self.hub.publish(record, event)

@@ -31,6 +31,7 @@ factory_interval_s = 0.5
 periodic_interval_s = 2.0  # periodic_remove and friends, well within a test's patience
 web_port = 0  # several pools on one machine: each dashboard on a free port
 metadata_port = 0  # ... and each metadata service
+metrics_port_base = 0  # ... and each service's /metrics
 
 [[entry]]
 name = "e2e-a"
@@ -75,6 +76,7 @@ cloud_boot_delay_s = 0.3
 cloud_interval_s = 0.2
 web_port = 0
 metadata_port = 0
+metrics_port_base = 0
 """
 
 

@@ -103,6 +103,44 @@ def test_pinned_clusters_run_only_at_the_sites_they_name(cloud_pool):
     assert {e["endpoint"] for e in status["entries"] if e["driver"] == "ec2"} == {endpoint}
 
 
+def test_a_cloud_jobs_trace_shows_the_launch_calls_and_the_vms_boot(cloud_pool):
+    p = cloud_pool
+
+    def no_pilot_up() -> bool:  # so the job waits for a VM of its own: its launch and boot
+        (entry,) = [e for e in p.json("status")["entries"] if e["name"] == "emb-openstack"]
+        return not any(n for state, n in entry["pilots"].items() if state not in
+                       ("exited", "lost"))
+
+    p.wait_for(no_pilot_up, 60, "the OpenStack entry's pilots to retire")
+    job = p.submit("traced.sub", PINNED.format(site="OpenStack-Embedded", count=1))["jobs"][0]
+    p.ok("wait", job, "--timeout", "120", timeout=150)
+    wanted = {("schedd", "write outputs"), ("metadata", "exchange boot token"),
+              ("glidein", "boot: exchange token"), ("factory", "launch pilot")}
+
+    def whole_trace():
+        proc = p.burst("trace", job, "--json")
+        spans = json.loads(proc.stdout)["spans"] if proc.returncode == 0 else []
+        return spans if wanted <= {(span["service"], span["name"]) for span in spans} else None
+
+    spans = p.wait_for(whole_trace, 30, "the trace of a job on a cloud pilot")
+    by_id = {span["span_id"]: span for span in spans}
+
+    def ancestors(span):
+        while span["parent_id"]:
+            span = by_id[span["parent_id"]]
+            yield span["name"]
+
+    exchange = [s for s in spans if s["name"] == "exchange boot token"][-1]
+    assert exchange["attributes"]["http.response.status_code"] == 200
+    steps = ("boot: exchange token", "launch pilot")
+    assert [name for name in ancestors(exchange) if name in steps] == list(steps)
+    register = [s for s in spans if s["name"] == "register"][-1]
+    assert "boot: exchange token" in list(ancestors(register))
+    launch = by_id[[s for s in spans if s["name"] == "launch pilot"][-1]["span_id"]]
+    calls = {s["name"] for s in spans if s["parent_id"] == launch["span_id"]}
+    assert "cloud RunInstances" in calls
+
+
 def test_user_data_holds_a_spent_token_and_no_secret(cloud_pool):
     p = cloud_pool
     client = ec2(p)

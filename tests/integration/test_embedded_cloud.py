@@ -63,6 +63,7 @@ factory_interval_s = 0.3
 cloud_port = 0
 cloud_boot_delay_s = 0.3
 cloud_interval_s = 0.1
+metrics_port_base = 0
 """ + "".join(ENTRY.format(name=f"{p}-1", site=f"Site-{p}", provider=p, idle=1.5, extra="",
                            instance_type=f"{p}.small") for p in PROFILES) + \
     ENTRY.format(name="faulty", site="Faulty", provider="aws", idle=60, instance_type="t3.small",

@@ -35,7 +35,9 @@ BASE = {NAMES.cmd, NAMES.events, NAMES.unroutable, NAMES.event_log}  # every bus
 REPLIES = {"cluster.allocated", "input.uploads", "job.list", "job.action.result",
            "rpc.error"}  # to reply-to
 PACKAGE = {"schedd": "schedd", "negotiator": "negotiator", "frontend": "frontend",
-           "factory": "factory", "web": "web", "pilot": "glidein", "cli": "cli"}
+           "factory": "factory", "web": "web", "metadata": "metadata", "pilot": "glidein",
+           "cli": "cli"}
+NO_BROKER_USER = ("cloud",)  # the embedded cloud uses no bus: its VMs join as `pilot`
 POOL = PoolConfig(path=None, entries=(EntryConfig("e1", "SiteA"), EntryConfig("e2", "SiteB")),
                   groups=())
 
@@ -45,14 +47,16 @@ def definitions() -> dict:
 
 
 def subscriptions(settings, tmp_path: Path) -> dict[str, list[Subscription]]:
-    """The queues each part declares, from the real services (factory: its own method, as
-    building one would start drivers)."""
+    """The queues each part declares, from the real services (factory, metadata: their own
+    method, as building one would start drivers or an HTTP server)."""
     from services.factory.handlers import Factory
+    from services.metadata.handlers import MetadataBroker
 
     bus = connect(settings, "defs", memory=True)
     factory = Factory.__new__(Factory)
     factory.name, factory.entries = "factory", {e.name: e for e in POOL.entries}
     return {
+        "metadata": MetadataBroker.__new__(MetadataBroker).subscriptions(),
         "schedd": Schedd("schedd", Store(tmp_path / "s.db"), bus).subscriptions(),
         "negotiator": Negotiator(POOL, bus).subscriptions(),
         "frontend": Frontend("frontend", POOL, bus).subscriptions(),
@@ -219,3 +223,11 @@ def test_passwords_are_hashed_as_rabbitmq_does(tmp_path):
         "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
     rendered = passwords.render(definitions(), dict.fromkeys(PACKAGE.keys() | {"admin"}, "pw"))
     assert all(len(u["password_hash"]) == 48 for u in rendered["users"])
+
+
+@pytest.mark.parametrize("package", NO_BROKER_USER)
+def test_a_part_without_a_broker_user_never_touches_the_bus(package):
+    for path in (REPO / "services" / package).rglob("*.py"):
+        text = path.read_text()
+        assert "runtime.bus" not in text and "runtime.rabbit" not in text and \
+            "import pika" not in text, path

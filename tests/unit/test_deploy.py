@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.cli.stack import SERVICES
+from services.cli.stack import CLOUD, SERVICES
 from services.runtime.config import load_pool_config
+from services.runtime.metrics import port_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,19 +23,76 @@ def compose() -> dict:
     return yaml.safe_load((REPO / "compose.yaml").read_text())
 
 
-def test_compose_runs_the_broker_and_every_service(compose):
+BACKENDS = {"rabbitmq", "jaeger", "prometheus", "pool-key"}
+STATE, KEYS_DIR, SPANS = "/var/lib/burst", "/etc/burst/keys", "/var/lib/burst/spans"
+
+
+def test_compose_runs_the_broker_the_cloud_every_service_and_their_backends(compose):
     services = compose["services"]
-    assert set(services) == {"rabbitmq", *SERVICES}
-    assert "healthcheck" in services["rabbitmq"]
-    for name in SERVICES:
+    assert set(services) == BACKENDS | {CLOUD, *SERVICES}
+    assert "healthcheck" in services["rabbitmq"] and "healthcheck" in services["prometheus"]
+    for name in (CLOUD, *SERVICES):
         svc = services[name]
         assert svc["command"][:2] == ["service", name]
+        assert svc["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert svc["depends_on"]["pool-key"]["condition"] == "service_completed_successfully"
+        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+        # ready once its /metrics answers, on the port Prometheus scrapes
+        assert f"127.0.0.1:{metrics_port(name)}/metrics" in " ".join(svc["healthcheck"]["test"])
+        assert f"spans:{SPANS}" in svc["volumes"]  # one span store: `burst trace` anywhere
+    for name in SERVICES:
         # Its own broker user, its password from .env (deploy/rabbitmq/passwords.py).
-        assert svc["environment"]["AMQP_URL"] == (
+        assert services[name]["environment"]["AMQP_URL"] == (
             f"amqp://{name}:${{BURST_AMQP_PASSWORD_{name.upper()}:?run python3 "
             "deploy/rabbitmq/passwords.py}@rabbitmq:5672/burst")
-        assert svc["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
-        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert "AMQP_URL" not in services[CLOUD]["environment"]  # no bus: its VMs join as pilot
+    for name in ("factory", "metadata"):  # they hand pilots the `pilot` user's URL
+        assert services[name]["environment"]["BURST_PILOT_AMQP_URL"].startswith(
+            "amqp://pilot:${BURST_AMQP_PASSWORD_PILOT:?")
+
+
+def test_every_service_signs_with_one_pool_key_made_once(compose):
+    services = compose["services"]
+    maker = services["pool-key"]
+    assert maker["command"] == ["key", "init"] and maker["restart"] == "no"
+    assert maker["environment"]["BURST_POOL_KEY_FILE"] == f"{KEYS_DIR}/pool.key"
+    for name in (*SERVICES, "pool-key"):
+        svc = services[name]
+        assert f"keys:{KEYS_DIR}" in svc["volumes"], name
+        assert svc["environment"]["BURST_POOL_KEY_FILE"] == f"{KEYS_DIR}/pool.key"
+    # Per service, what must not be shared: the factory's key pair, the metadata service's
+    # table of used tokens, the schedd's queue (their state dirs, outside the keys volume).
+    for name in ("schedd", "factory", "metadata"):
+        assert f"{name}-state:{STATE}" in services[name]["volumes"]
+
+
+def test_traces_go_to_jaeger_and_the_local_store_metrics_to_prometheus(compose):
+    env = compose["services"]["schedd"]["environment"]
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp,burst"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert compose["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    scrape = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    targets = set(job["static_configs"][0]["targets"])
+    assert targets == {f"{name}:{metrics_port(name)}" for name in (CLOUD, *SERVICES)}
+    mounted = compose["services"]["prometheus"]["volumes"][0]
+    assert mounted == "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+
+
+def test_the_compose_configuration_has_the_default_entries_and_reaches_across_containers():
+    compose_pool = load_pool_config(REPO / "deploy" / "compose.toml")
+    default = load_pool_config(REPO / "deploy" / "burst.toml")
+    assert compose_pool.entries == default.entries and compose_pool.groups == default.groups
+    timers = compose_pool.services
+    assert (timers.metrics_host, timers.metrics_port_base) == ("0.0.0.0", 9470)
+    assert timers.metadata_url == "http://metadata:8471"
+    assert timers.pilot_amqp_url == "env:BURST_PILOT_AMQP_URL"
+
+
+def metrics_port(name: str) -> int:
+    timers = load_pool_config(REPO / "deploy" / "compose.toml").services
+    return port_for(name, timers.metrics_port_base, timers.metrics_ports)
 
 
 def test_compose_broker_listens_on_localhost_with_the_definitions_and_no_guest(compose):

@@ -78,8 +78,10 @@ def test_to_plain_converts_nested_values_in_field_order():
 
 
 @pytest.fixture(autouse=True)
-def _tracer_provider():
+def _tracer_provider(monkeypatch):
     tracing.setup("test")  # what every bus does; once per process
+    # An earlier test may have run a pilot's main in this process, which exports spans.
+    monkeypatch.setattr(tracing._state, "recording", False)
 
 
 def _parts(traceparent: str) -> tuple[str, str]:

@@ -39,7 +39,7 @@ from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
 
-from . import logic
+from . import custom, logic
 from .accounting import Accountant
 from .groups import FairSharePolicy
 
@@ -64,7 +64,7 @@ class Negotiator:
         self.demand: dict[str, DemandSnapshot] = {}
         self.slots: dict[str, tuple[SlotAdvertised, float]] = {}
         self.in_flight: dict[str, list[InFlight]] = {}  # pilot id -> claims the demand lacks
-        self._checked_ads: dict[str, str] = {}  # pilot id -> its last ad found believable
+        self._checked_ads: dict[str, tuple] = {}  # pilot id -> its last ad found believable
         self.table = logic.AdTable(logic.NegotiationConfig(
             policy=FairSharePolicy.from_pool(pool)))
         self.accountant = Accountant(half_life_s=pool.services.negotiator_half_life_s)
@@ -107,7 +107,9 @@ class Negotiator:
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
         if not ctx.from_pilot(msg.pilot_id):
             return
-        if self._checked_ads.get(msg.pilot_id) != msg.ad:  # heartbeats repeat the last ad
+        checked = (msg.ad, msg.free_cpus, msg.free_memory_mb, msg.free_disk_mb,
+                   sorted(msg.free_resources.items()))
+        if self._checked_ads.get(msg.pilot_id) != checked:  # heartbeats repeat the last one
             try:
                 parsed = classad2.ClassAd(msg.ad)
             except classad2.ClassAdException as exc:
@@ -117,7 +119,7 @@ class Negotiator:
                 raise PermanentError(f"slot ad of pilot {msg.pilot_id}: {problem}")
             if len(self._checked_ads) > 200_000:
                 self._checked_ads.clear()
-            self._checked_ads[msg.pilot_id] = msg.ad
+            self._checked_ads[msg.pilot_id] = checked
         old = self.slots.get(msg.pilot_id)
         if old is not None and old[0].seq > msg.seq:
             return
@@ -126,7 +128,8 @@ class Negotiator:
         for flight in self.in_flight.get(msg.pilot_id, []):
             flight.advertised = flight.advertised or \
                 claim_digest(flight.claim.claim_id) in advertised
-        if old is None or (old[0].free_cpus, old[0].state) != (msg.free_cpus, msg.state):
+        if old is None or (old[0].free_cpus, old[0].state, old[0].free_resources) != (
+                msg.free_cpus, msg.state, msg.free_resources):
             self._soon()
 
     def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
@@ -164,7 +167,8 @@ class Negotiator:
                 msg,
                 free_cpus=msg.free_cpus - sum(c.cpus for c in held),
                 free_memory_mb=msg.free_memory_mb - sum(c.memory_mb for c in held),
-                free_disk_mb=msg.free_disk_mb - sum(c.disk_mb for c in held)) if held else msg)
+                free_disk_mb=msg.free_disk_mb - sum(c.disk_mb for c in held),
+                free_resources=held_back(msg.free_resources, held)) if held else msg)
         return live
 
     def claimed(self) -> Counter:
@@ -201,6 +205,17 @@ class Negotiator:
                 cycle=self.cycle, duration_ms=duration_ms,
                 autoclusters=sum(len(acs) for acs in demand.values()), slots=len(slots),
                 matches=result.match_count, priorities=dict(result.priorities)))
+
+
+def held_back(free: dict[str, int], held: list[Claim]) -> dict[str, int]:
+    """Free custom resources less what claims in flight took (any spelling of a name)."""
+    left = dict(free)
+    for claim in held:
+        for name, amount in claim.resources.items():
+            known = custom.spelling(left, name)
+            if known is not None:
+                left[known] -= amount
+    return left
 
 
 def running_cpus_by_principal(demand: dict[str, list[AutoCluster]],

@@ -20,6 +20,8 @@ from operator import itemgetter
 
 import classad2
 
+from .custom import names_of
+
 ABSENT = "\x00"  # the text of an attribute an ad does not define: a match reads it elsewhere
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -67,7 +69,9 @@ class AdReader:
         self._names: dict[str, str] = {}  # "  Name " -> "Name": the text before an "="
         self._ads = 0
         self._literals: dict[str, object] = {}
-        self._totals: dict[tuple[str, ...], tuple[int, int, int] | None] = {}
+        self._totals: dict[tuple[str, ...], tuple[int, int, int, tuple] | None] = {}
+        self._custom: dict[str, tuple[str, ...]] = {}
+        self._shared: dict[tuple, tuple] = {}
 
     def attributes(self, text: str) -> tuple[Shape, tuple[str, ...]]:
         names, values = self._split(text) or _split_by_classad2(text)
@@ -97,10 +101,10 @@ class AdReader:
             found = self._literals[text] = literal_value(text)
         return found
 
-    def totals(self, shape: Shape, values: tuple[str, ...]) -> tuple[int, int, int] | None:
-        """A slot's size: cpus, MiB and MB of disk (advertised in KiB), or None. A
-        partitionable slot advertises it as TotalCpus/TotalMemory/TotalDisk (its Cpus,
-        Memory and Disk are what is free)."""
+    def totals(self, shape: Shape, values: tuple[str, ...]) -> tuple[int, int, int, tuple] | None:
+        """A slot's size: cpus, MiB and MB of disk (advertised in KiB), and no custom
+        resources (the caller adds them), or None. A partitionable slot advertises it as
+        TotalCpus/TotalMemory/TotalDisk (its Cpus, Memory and Disk are what is free)."""
         texts = shape.totals(values)
         found = self._totals.get(texts, _MISSING)
         if found is _MISSING:
@@ -111,8 +115,30 @@ class AdReader:
             found = None
             if all(isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0
                    for n in numbers):
-                found = (int(numbers[0]), int(numbers[1]), int(numbers[2]) // 1024)
+                found = (int(numbers[0]), int(numbers[1]), int(numbers[2]) // 1024, ())
             self._totals[texts] = found
+        return found
+
+    def shared(self, value: tuple) -> tuple:
+        """One object for equal tuples (slot sizes: most pilots of an entry are alike)."""
+        found = self._shared.get(value)
+        if found is None:
+            if len(self._shared) > _MEMO_LIMIT:
+                self._shared.clear()
+            found = self._shared[value] = value
+        return found
+
+    def custom_names(self, shape: Shape, values: tuple[str, ...]) -> tuple[str, ...]:
+        """The custom resources a slot has (GPUs, Boats): the names in its MachineResources
+        beyond Cpus, Memory and Disk, as spelled there, sorted by lower-case name."""
+        text = shape.text(values, "machineresources")
+        if text is ABSENT:
+            return ()
+        found = self._custom.get(text)
+        if found is None:
+            if len(self._custom) > _MEMO_LIMIT:
+                self._custom.clear()
+            found = self._custom[text] = names_of(self.literal(text))
         return found
 
     def _split(self, text: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

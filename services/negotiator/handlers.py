@@ -40,7 +40,7 @@ from services.runtime.ackpolicy import PermanentError
 from services.runtime.bus import Bus, Context, Subscription
 from services.runtime.config import PoolConfig
 
-from . import logic
+from . import custom, logic
 from .accounting import Accountant
 from .groups import FairSharePolicy
 
@@ -65,7 +65,7 @@ class Negotiator:
         self.demand: dict[str, DemandSnapshot] = {}
         self.slots: dict[str, tuple[SlotAdvertised, float]] = {}
         self.in_flight: dict[str, list[InFlight]] = {}  # pilot id -> claims the demand lacks
-        self._checked_ads: dict[str, str] = {}  # pilot id -> its last ad found believable
+        self._checked_ads: dict[str, tuple] = {}  # pilot id -> its last ad found believable
         self.table = logic.AdTable(logic.NegotiationConfig(
             policy=FairSharePolicy.from_pool(pool)))
         self.accountant = Accountant(half_life_s=pool.services.negotiator_half_life_s)
@@ -109,7 +109,9 @@ class Negotiator:
     def on_slot(self, msg: SlotAdvertised, ctx: Context) -> None:
         if not ctx.from_pilot(msg.pilot_id):
             return
-        if self._checked_ads.get(msg.pilot_id) != msg.ad:  # heartbeats repeat the last ad
+        checked = (msg.ad, msg.free_cpus, msg.free_memory_mb, msg.free_disk_mb,
+                   sorted(msg.free_resources.items()))
+        if self._checked_ads.get(msg.pilot_id) != checked:  # heartbeats repeat the last one
             try:
                 parsed = classad2.ClassAd(msg.ad)
             except classad2.ClassAdException as exc:
@@ -119,7 +121,7 @@ class Negotiator:
                 raise PermanentError(f"slot ad of pilot {msg.pilot_id}: {problem}")
             if len(self._checked_ads) > 200_000:
                 self._checked_ads.clear()
-            self._checked_ads[msg.pilot_id] = msg.ad
+            self._checked_ads[msg.pilot_id] = checked
         old = self.slots.get(msg.pilot_id)
         if old is not None and old[0].seq > msg.seq:
             return
@@ -130,7 +132,8 @@ class Negotiator:
         for flight in self.in_flight.get(msg.pilot_id, []):
             flight.advertised = flight.advertised or \
                 claim_digest(flight.claim.claim_id) in advertised
-        if old is None or (old[0].free_cpus, old[0].state) != (msg.free_cpus, msg.state):
+        if old is None or (old[0].free_cpus, old[0].state, old[0].free_resources) != (
+                msg.free_cpus, msg.state, msg.free_resources):
             self._soon()
 
     def on_retiring(self, msg: PilotRetiring, ctx: Context) -> None:
@@ -169,7 +172,8 @@ class Negotiator:
                 msg,
                 free_cpus=msg.free_cpus - sum(c.cpus for c in held),
                 free_memory_mb=msg.free_memory_mb - sum(c.memory_mb for c in held),
-                free_disk_mb=msg.free_disk_mb - sum(c.disk_mb for c in held)) if held else msg)
+                free_disk_mb=msg.free_disk_mb - sum(c.disk_mb for c in held),
+                free_resources=held_back(msg.free_resources, held)) if held else msg)
         return live
 
     def claimed(self) -> Counter:
@@ -220,6 +224,17 @@ class Negotiator:
                             attributes={"burst.autocluster": offer.autocluster,
                                         "burst.claims": len(offer.claims),
                                         "burst.pilots": pilots[:16], "burst.cycle": self.cycle})
+
+
+def held_back(free: dict[str, int], held: list[Claim]) -> dict[str, int]:
+    """Free custom resources less what claims in flight took (any spelling of a name)."""
+    left = dict(free)
+    for claim in held:
+        for name, amount in claim.resources.items():
+            known = custom.spelling(left, name)
+            if known is not None:
+                left[known] -= amount
+    return left
 
 
 def running_cpus_by_principal(demand: dict[str, list[AutoCluster]],

@@ -1,9 +1,11 @@
 """An autocluster's job ad, parsed once, with what matching and fair share need from it.
 
-    AutoCluster.ad ──JobAd.parse()──▶ ClassAd, request, the slot attributes its
-                                      Requirements/Rank read, its charge (principal,
-                                      accounting group, concurrency limits), and the
-                                      evaluations made for it so far (kept across passes)
+    AutoCluster.ad ──JobAd.parse()──▶ ClassAd, request (custom resources too: every
+                                      Request<Name> beyond cpus, memory and disk), the
+                                      slot attributes its Requirements/Rank read, its
+                                      charge (principal, accounting group, concurrency
+                                      limits), and the evaluations made for it so far
+                                      (kept across passes)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import classad2
 from classad2 import ClassAd
 
+from .custom import NONE, STANDARD, Amounts, covers, whole
 from .groups import Charge, FairSharePolicy
 
 RESOURCES = frozenset({"cpus", "memory", "disk"})
@@ -24,18 +27,29 @@ _CACHE_LIMIT = 200_000  # evaluations kept per job ad before they are dropped an
 
 @dataclass(frozen=True)
 class Resources:
+    """What a job takes from a slot; iterating gives cpus, MiB and MB disk."""
+
     cpus: int
     memory_mb: int
     disk_mb: int
+    custom: Amounts = ()  # (name as the job spells it, amount), sorted by lower-case name
 
-    def fits_in(self, cpus: int, memory_mb: int, disk_mb: int) -> bool:
-        return self.cpus <= cpus and self.memory_mb <= memory_mb and self.disk_mb <= disk_mb
+    @property
+    def wanted(self) -> Amounts:
+        """The custom amounts by lower-case name, as slots' amounts are kept (custom.py)."""
+        return tuple((name.lower(), amount) for name, amount in self.custom)
+
+    def fits_in(self, cpus: int, memory_mb: int, disk_mb: int,
+                free: Amounts = NONE) -> bool:
+        return self.cpus <= cpus and self.memory_mb <= memory_mb and \
+            self.disk_mb <= disk_mb and covers(free, self.wanted)
 
     def __iter__(self):
         return iter((self.cpus, self.memory_mb, self.disk_mb))
 
     def __str__(self) -> str:
-        return f"{self.cpus} cpus, {self.memory_mb} MiB, {self.disk_mb} MB disk"
+        extra = "".join(f", {amount} {name}" for name, amount in self.custom)
+        return f"{self.cpus} cpus, {self.memory_mb} MiB, {self.disk_mb} MB disk{extra}"
 
 
 @dataclass(eq=False)
@@ -47,6 +61,7 @@ class JobAd:
     has_rank: bool
     charge: Charge
     sites: frozenset[str] | None  # casefolded DESIRED_Sites, None when unset
+    wants: Amounts  # request.wanted: custom resources by lower-case name, () for most jobs
     # (what it sees of a kind, free cpus, MiB, MB disk) -> matched / its Rank there
     matches: dict = field(default_factory=dict)
     ranks: dict = field(default_factory=dict)
@@ -67,6 +82,7 @@ class JobAd:
             cpus=max(1, math.ceil(cpus)),  # a 0-cpu request would fit a slot forever
             memory_mb=max(0, math.ceil(memory_mb)),
             disk_mb=max(0, math.ceil(disk_kib / 1024)),
+            custom=custom_requests(ad),
         )
         _, slot_refs = closure(ad, ("requirements", "rank"))
         policy: FairSharePolicy = config.policy
@@ -75,7 +91,8 @@ class JobAd:
         sites = frozenset(s.strip().casefold() for s in desired_sites.split(",") if s.strip())
         # Free resources are part of every slot class key already.
         return cls(ad, tuple(sorted(slot_refs - RESOURCES)), request,
-                   int(number(ad, "JobPrio", 0)), "Rank" in ad, charge, sites or None)
+                   int(number(ad, "JobPrio", 0)), "Rank" in ad, charge, sites or None,
+                   request.wanted)
 
     def rank(self, slot: ClassAd) -> float:
         if not self.has_rank:
@@ -91,6 +108,20 @@ class JobAd:
             self.ranks.clear()
             self.site_ok.clear()
             self.wanted.clear()
+
+
+def custom_requests(ad: ClassAd) -> Amounts:
+    """Request<Name> beyond cpus, memory and disk (request_gpus, request_<name>): whole
+    amounts above 0, rounded up; a request that is no number (a string to match) is none."""
+    found = []
+    for attr in ad:
+        name = attr[len("Request"):]
+        if attr[:len("Request")].lower() == "request" and name \
+                and name.lower() not in STANDARD:
+            amount = whole(as_number(value(ad, attr), 0.0))
+            if amount is not None:
+                found.append((name, amount))
+    return tuple(sorted(found, key=lambda item: item[0].lower()))
 
 
 def closure(ad: ClassAd, start: Iterable[str], skip: frozenset[str] = frozenset()

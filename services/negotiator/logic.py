@@ -39,11 +39,11 @@ from classad2 import ClassAd
 from schemas.demand import AutoCluster
 from schemas.slot import SlotAdvertised
 
-from . import groups, reasons
+from . import custom, groups, reasons
 from .accounting import DEFAULT_FLOOR, pie_shares
 from .groups import NICE_USER_GROUP, ROOT, FairSharePolicy
 from .jobs import JobAd
-from .matcher import Matcher, Run
+from .matcher import Matcher, Run, VKey
 from .pool import SlotPool, attributes_of
 from .result import AcKey, NegotiationResult
 
@@ -69,17 +69,24 @@ class NegotiationConfig:
 MAX_SLOT_CPUS = 100_000
 MAX_SLOT_MEMORY_MB = 64 * 1024 * 1024  # 64 TiB
 MAX_SLOT_DISK_MB = 1024**4  # 1 EiB
+MAX_SLOT_CUSTOM = 1_000_000  # of any custom resource (GPUs, Boats, ...)
 
 
 def slot_problem(msg: SlotAdvertised, slot: ClassAd) -> str:
     """Why a slot ad cannot be believed ("" when it can): resources that are negative, not
-    numbers, fewer than one cpu, absurdly large, or more free than the slot has."""
+    numbers, fewer than one cpu, absurdly large, or more free than the slot has; custom
+    ones (MachineResources) included."""
     limits = {"cpus": MAX_SLOT_CPUS, "memory_mb": MAX_SLOT_MEMORY_MB, "disk_mb": MAX_SLOT_DISK_MB}
     free = {"cpus": msg.free_cpus, "memory_mb": msg.free_memory_mb,
             "disk_mb": msg.free_disk_mb}
     total = {"cpus": _number(slot, "TotalCpus", msg.free_cpus),
              "memory_mb": _number(slot, "TotalMemory", msg.free_memory_mb),
              "disk_mb": _number(slot, "TotalDisk", msg.free_disk_mb * 1024) / 1024}
+    for name in custom.names_of(slot.get("MachineResources")):
+        found = custom.lookup(msg.free_resources, name)
+        free[name] = _number(slot, name, 0) if found is None else found
+        total[name] = _number(slot, f"Total{name}", free[name])
+        limits[name] = MAX_SLOT_CUSTOM
     for name, limit in limits.items():
         if not math.isfinite(total[name]) or not 0 <= total[name] <= limit:
             return f"total {name} {total[name]:g} is not between 0 and {limit}"
@@ -112,7 +119,7 @@ class AdTable:
         self.pool = SlotPool()
         self.jobs_parsed = 0
         self._jobs: dict[tuple[str, str, str], JobAd] = {}
-        self._representatives: dict[str, ClassAd | None] = {}
+        self._representatives: dict[str, list] = {}  # seen -> [ClassAd | None, custom written]
 
     @property
     def parsed(self) -> int:
@@ -127,17 +134,30 @@ class AdTable:
             self.jobs_parsed += 1
         return known
 
-    def representative(self, seen: str) -> ClassAd | None:
-        """A ClassAd of what a class of slots shows an autocluster (free resources aside)."""
-        if seen not in self._representatives:
+    def slot_ad(self, vkey: VKey) -> ClassAd | None:
+        """A ClassAd of what a class of slots shows an autocluster, with its free resources
+        written in: one per such view, rewritten for each class that shares it."""
+        seen, cpus, memory_mb, disk_mb, amounts = vkey
+        found = self._representatives.get(seen)
+        if found is None:
             if len(self._representatives) > 100_000:
                 self._representatives.clear()
             text = "; ".join(f"{n} = {t}" for n, t in attributes_of(seen).items())
             try:
-                self._representatives[seen] = ClassAd(f"[{text}]")
+                found = [ClassAd(f"[{text}]"), custom.NONE]
             except classad2.ClassAdException:
-                self._representatives[seen] = None  # cannot be evaluated: matches nothing
-        return self._representatives[seen]
+                found = [None, custom.NONE]  # cannot be evaluated: matches nothing
+            self._representatives[seen] = found
+        ad, written = found
+        if ad is not None:
+            ad["Cpus"], ad["Memory"], ad["Disk"] = cpus, memory_mb, disk_mb * 1024  # KiB
+            if amounts != written:  # custom resources of another class that shares the view
+                for name, _ in written:
+                    del ad[name]
+                for name, amount in amounts:
+                    ad[name] = amount
+                found[1] = amounts
+        return ad
 
     def retain(self, jobs: set[tuple[str, str, str]]) -> None:
         """Forget job ads that were not in the last pass, so the table tracks the queue."""

@@ -3,8 +3,8 @@
     Matcher.take(job, cap) ─▶ best class first ─▶ a run of claims per class:
                                "the first q slots take k jobs each"
 
-For a job, a slot's place in line is (best Rank, least free cpus/MiB/disk,
-the slot as the job sees it (Kind.seen_by), pilot id): partly used pilots fill
+For a job, a slot's place in line is (best Rank, least free cpus/MiB/disk/custom
+resources, the slot as the job sees it (Kind.seen_by), pilot id): partly used pilots fill
 up before idle ones are touched, and equal slots go in pilot order, so the
 result depends on the pool alone, never on how it was cut into classes or on
 earlier passes. Slots equal up to their pilot id form a class; the matcher
@@ -26,10 +26,12 @@ from itertools import chain
 
 from classad2 import ClassAd
 
+from .custom import Amounts, covers, minus
 from .pool import ClassKey, Free, Partition
 
 Run = tuple[list[str], int, int]  # pilots, jobs each, the number of the run's first claim
-VKey = tuple[str, int, int, int]  # (kind as the job sees it, free cpus, MiB, MB disk)
+# (kind as the job sees it, free cpus, MiB, MB disk, custom amounts)
+VKey = tuple[str, int, int, int, Amounts]
 _UNSEEN = object()
 
 
@@ -55,14 +57,15 @@ class Matcher:
     def take(self, job, cap: int, runs: list[Run]) -> int:
         """Up to `cap` jobs of `job` onto the best classes; the runs of claims go to `runs`."""
         part = self.layout[job.refs]
-        work = self._work(part)
+        work = self.work_of(part)
         view = part.view(job.refs)
         rc, rm, rd = job.request
+        wants = job.wants
         virtual: dict[VKey, list[str]] = {}
         heap = []
         seen_of: dict[str, str | None] = {}  # kind -> what the job sees, None: not its site
-        for c, m, d, kind in work:  # the hot loop of a pass: a few dict lookups per class
-            if c < rc or m < rm or d < rd:
+        for c, m, d, x, kind in work:  # the hot loop of a pass: a few dict lookups per class
+            if c < rc or m < rm or d < rd or (wants and not covers(x, wants)):
                 continue
             seen = seen_of.get(kind, _UNSEEN)
             if seen is _UNSEEN:
@@ -70,22 +73,22 @@ class Matcher:
                 seen = seen_of[kind] = seen if self._site_ok(job, seen) else None
             if seen is None:
                 continue
-            vkey = (seen, c, m, d)
+            vkey = (seen, c, m, d, x)
             kinds = virtual.get(vkey)
             if kinds is None:
                 virtual[vkey] = [kind]
-                heap.append((-self.rank(job, vkey) if job.has_rank else 0.0, c, m, d, seen))
+                heap.append((-self.rank(job, vkey) if job.has_rank else 0.0, c, m, d, x, seen))
             else:
                 kinds.append(kind)
         heapq.heapify(heap)
         queued = set(virtual)
         taken = 0
         while taken < cap and heap:
-            neg_rank, c, m, d, seen = heapq.heappop(heap)
-            vkey = (seen, c, m, d)
+            neg_rank, c, m, d, x, seen = heapq.heappop(heap)
+            vkey = (seen, c, m, d, x)
             queued.discard(vkey)
             lists = [(kind, found) for kind in virtual[vkey]
-                     if (found := work.get((c, m, d, kind)))]
+                     if (found := work.get((c, m, d, x, kind)))]
             if lists and self.matches(job, vkey):
                 step = self._take_class(job, part, work, vkey, -neg_rank, lists, cap - taken, runs)
                 taken += step.jobs
@@ -99,21 +102,22 @@ class Matcher:
         part = self.layout[job.refs]
         view = part.view(job.refs)
         rc, rm, rd = job.request
+        wants = job.wants
         unknown = []
-        for c, m, d, kind in self._work(part):
-            if c >= rc and m >= rm and d >= rd:
+        for c, m, d, x, kind in self.work_of(part):
+            if c >= rc and m >= rm and d >= rd and (not wants or covers(x, wants)):
                 seen = view.get(kind) or part.see(view, job.refs, kind)
                 if self._site_ok(job, seen):
-                    verdict = job.matches.get((seen, c, m, d))
+                    verdict = job.matches.get((seen, c, m, d, x))
                     if verdict:
                         return True
                     if verdict is None:
-                        unknown.append((seen, c, m, d))
+                        unknown.append((seen, c, m, d, x))
         return any(self.matches(job, vkey) for vkey in unknown)
 
     def _take_class(self, job, part, work, vkey: VKey, rank: float, lists, left: int,
                     runs: list[Run]) -> _Step:
-        seen, c, m, d = vkey
+        free = vkey[1:]
         per = self._chain(job, vkey, rank, left)
         members = sum(len(found) for _, found in lists)
         full = min(members, left // per)
@@ -125,12 +129,12 @@ class Matcher:
             for kind, batch in batches:
                 if batch and batch[-1] == last:
                     batch.pop()
-                    self._carve(part, work, c, m, d, kind, [last], partial, job.request, step)
+                    self._carve(part, work, free, kind, [last], partial, job, step)
                     break
         for kind, batch in batches:
             if batch:
-                self._carve(part, work, c, m, d, kind, batch, per, job.request, step)
-        for key in [(c, m, d, kind) for kind, _ in lists]:
+                self._carve(part, work, free, kind, batch, per, job, step)
+        for key in [(*free, kind) for kind, _ in lists]:
             if not work.get(key, True):
                 del work[key]
         if order:
@@ -145,50 +149,52 @@ class Matcher:
     def _chain(self, job, vkey: VKey, rank: float, limit: int) -> int:
         """Jobs a slot of the class takes in a row: while the next one still fits, matches
         and ranks no lower (the carved slot is then first in line again)."""
-        seen, c, m, d = vkey
+        seen, c, m, d, x = vkey
         rc, rm, rd = job.request
+        wants = job.wants
         per = 1
         while per < limit:
-            c, m, d = c - rc, m - rm, d - rd
-            after = (seen, c, m, d)
-            if c < rc or m < rm or d < rd or not self.matches(job, after) \
-                    or self.rank(job, after) < rank:
+            c, m, d, x = c - rc, m - rm, d - rd, minus(x, wants)
+            after = (seen, c, m, d, x)
+            if c < rc or m < rm or d < rd or (wants and not covers(x, wants)) \
+                    or not self.matches(job, after) or self.rank(job, after) < rank:
                 break
             per += 1
         return per
 
-    def _carve(self, part, work, c, m, d, kind, pilots: list[str], jobs: int, request,
+    def _carve(self, part, work, free: Free, kind, pilots: list[str], jobs: int, job,
                step: _Step) -> None:
-        rc, rm, rd = request
-        new = (c - jobs * rc, m - jobs * rm, d - jobs * rd)
+        c, m, d, x = free
+        rc, rm, rd = job.request
+        new = (c - jobs * rc, m - jobs * rm, d - jobs * rd, minus(x, job.wants, jobs))
         _file(work, (*new, kind), pilots, self.floors[part])
         if self.partitions > 1:  # the others see it when they are copied, or now
             self.carved.update(dict.fromkeys(pilots, new))
             for other, other_work in self.work.items():
                 if other is not part:
-                    self._echo(other, other_work, pilots, (c, m, d), new)
+                    self._echo(other, other_work, pilots, free, new)
         step.landed.append(((*new, kind), kind))
 
     def _requeue(self, job, virtual, heap, queued, dest: ClassKey, kind: str) -> None:
         """Slots carved into `dest` may still suit the job (ranking lower): back in line."""
-        c, m, d = dest[0], dest[1], dest[2]
+        c, m, d, x = dest[0], dest[1], dest[2], dest[3]
         part = self.layout[job.refs]
         view = part.view(job.refs)
         seen = view.get(kind) or part.see(view, job.refs, kind)
         rc, rm, rd = job.request
-        if c < rc or m < rm or d < rd:
+        if c < rc or m < rm or d < rd or (job.wants and not covers(x, job.wants)):
             return
-        vkey = (seen, c, m, d)
+        vkey = (seen, c, m, d, x)
         kinds = virtual.setdefault(vkey, [])
         if kind not in kinds:
             kinds.append(kind)
         if vkey not in queued:
             queued.add(vkey)
-            heapq.heappush(heap, (-self.rank(job, vkey), c, m, d, seen))
+            heapq.heappush(heap, (-self.rank(job, vkey), c, m, d, x, seen))
 
     # --- the working copy -----------------------------------------------------------------------
 
-    def _work(self, part: Partition) -> dict[ClassKey, list[str]]:
+    def work_of(self, part: Partition) -> dict[ClassKey, list[str]]:
         """The partition's classes as this pass has carved them so far (copied on first use)."""
         work = self.work.get(part)
         if work is None:
@@ -236,10 +242,7 @@ class Matcher:
         return found
 
     def slot_ad(self, vkey: VKey) -> ClassAd | None:
-        ad = self.table.representative(vkey[0])
-        if ad is not None:
-            ad["Cpus"], ad["Memory"], ad["Disk"] = vkey[1], vkey[2], vkey[3] * 1024  # KiB
-        return ad
+        return self.table.slot_ad(vkey)
 
     def _site_ok(self, job, seen: str) -> bool:
         if job.sites is None:

@@ -4,7 +4,7 @@
                                           only what changed is read again
     autoclusters' refs ──SlotPool.arrange()──▶ a Partition per set of attribute names read
         Partition: kind (the texts those names reach in the slot, and its site)
-                   × free (cpus, MiB, MB disk) ──▶ pilot ids, sorted
+                   × free (cpus, MiB, MB disk, custom amounts) ──▶ pilot ids, sorted
 
 Slots of one kind with equal free resources evaluate alike against every
 autocluster of the partition, so matching runs once per class and no slot
@@ -12,6 +12,8 @@ keeps a ClassAd: a kind keeps one (Kind.representative). Autoclusters that read
 few-valued attributes (Arch, GLIDEIN_Site, CloudProvider, ...) share one
 partition; one that reads an attribute that names slots one by one (Name,
 Machine) gets its own, so it does not split everybody's classes slot by slot.
+A slot's custom resources (MachineResources beyond Cpus, Memory, Disk: GPUs,
+Boats) are free amounts like cpus: out of its kind, in its class key.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ import classad2
 
 from schemas.slot import SlotAdvertised
 
+from . import custom
 from .ads import ABSENT, AdReader, Shape
+from .custom import Amounts
 
 RESOURCES = frozenset({"cpus", "memory", "disk"})  # set from the free resources at each match
-Free = tuple[int, int, int]  # cpus, MiB, MB disk
-ClassKey = tuple[int, int, int, str]  # free cpus, free MiB, free MB disk, kind text
+Free = tuple[int, int, int, Amounts]  # cpus, MiB, MB disk, custom amounts by lower-case name
+ClassKey = tuple[int, int, int, Amounts, str]  # free cpus, MiB, MB disk, custom, kind text
 SEP, END = "\x1f", "\x1e"
 WIDE_MIN = 256  # distinct values an attribute needs before it counts as naming slots
 _SAMPLE = 4096
@@ -38,24 +42,57 @@ _SAMPLE = 4096
 class SlotRecord:
     """One pilot's latest ad, read: what matching and claims need, and no ClassAd."""
 
-    __slots__ = ("free", "msg", "shape", "site", "totals", "usable", "values", "weight",
-                 "where")
+    __slots__ = ("custom", "free", "msg", "shape", "site", "totals", "usable", "values",
+                 "weight", "where")
 
     def __init__(self, msg: SlotAdvertised, reader: AdReader) -> None:
         self.msg = msg
-        self.free: Free = (msg.free_cpus, msg.free_memory_mb, msg.free_disk_mb)
         try:
             self.shape, self.values = reader.attributes(msg.ad)
         except classad2.ClassAdException:
             self.shape, self.values = None, ()  # an unreadable ad cannot match anything
+        self.custom = reader.custom_names(self.shape, self.values) if self.shape else ()
+        self.free: Free = self.free_in(msg, reader)
         self.usable = self.shape is not None and msg.state != "retiring"
         self.site = msg.site or self._string("glidein_site", reader)
         self.where = (msg.entry or self._string("glidein_entry_name", reader), self.site,
                       msg.provider or self._string("cloudprovider", reader))
-        self.totals = (reader.totals(self.shape, self.values) if self.shape else None) or self.free
+        sizes = (reader.totals(self.shape, self.values) if self.shape else None) \
+            or (*self.free[:3], custom.NONE)
+        if self.custom:
+            sizes = reader.shared((*sizes[:3], self._custom_totals(reader)))
+        self.totals = sizes
         # What it counts for in the pool's size (group quotas): all of a usable slot, the
         # busy part of a retiring one.
         self.weight = self.totals[0] if self.usable else max(0, self.totals[0] - self.free[0])
+
+    def free_in(self, msg: SlotAdvertised, reader: AdReader) -> Free:
+        """What `msg` says is free."""
+        return (msg.free_cpus, msg.free_memory_mb, msg.free_disk_mb,
+                self._free_custom(msg, reader) if self.custom else custom.NONE)
+
+    def _free_custom(self, msg: SlotAdvertised, reader: AdReader) -> Amounts:
+        """Free custom amounts; one missing from free_resources is read from the ad
+        (<Name> is what is free, as Cpus is)."""
+        amounts = []
+        for name in self.custom:
+            found = custom.lookup(msg.free_resources, name)
+            if found is None:
+                found = reader.literal(self.shape.text(self.values, name.lower()))
+            amounts.append((name.lower(), int(found) if type(found) in (int, float) else 0))
+        return tuple(amounts)
+
+    def _custom_totals(self, reader: AdReader) -> Amounts:
+        """Total<Name> of each custom resource (what is free, where the ad lacks it)."""
+        totals = []
+        for name, free in self.free[3]:
+            total = reader.literal(self.shape.text(self.values, "total" + name))
+            totals.append((name, int(total) if type(total) in (int, float) else free))
+        return tuple(totals)
+
+    def spelled(self, name: str) -> str:
+        """A custom resource's name as this slot spells it (a claim names it so)."""
+        return custom.spelling(self.custom, name) or name
 
     def _string(self, name: str, reader: AdReader) -> str:
         value = reader.literal(self.shape.text(self.values, name)) if self.shape else None
@@ -65,12 +102,16 @@ class SlotRecord:
 class Kind:
     """What a partition's autoclusters can see of a slot: its texts by name, and its site."""
 
-    __slots__ = ("attrs", "coarse", "site", "text")
+    __slots__ = ("attrs", "coarse", "site", "skip", "text")
 
-    def __init__(self, text: str, site: str, attrs: dict[str, str]) -> None:
+    def __init__(self, text: str, site: str, attrs: dict[str, str],
+                 skip: frozenset[str] = RESOURCES) -> None:
         self.text = text
         self.site = site
         self.attrs = attrs  # lower-case name -> text, ABSENT where the slot lacks it
+        # Its resources, cpus to custom ones: free amounts, in the class key instead. Slots
+        # of one kind text may differ here only in names neither side reads.
+        self.skip = skip
         self.coarse: dict[tuple[str, ...], str] = {}
 
     def seen_by(self, refs: tuple[str, ...], reader: AdReader) -> str:
@@ -82,7 +123,7 @@ class Kind:
             todo = ["requirements", *refs]
             while todo:
                 name = todo.pop()
-                if name in found or name in RESOURCES:
+                if name in found or name in self.skip:
                     continue
                 found[name] = own = self.attrs.get(name, ABSENT)
                 if own is not ABSENT:
@@ -105,13 +146,16 @@ def attributes_of(text: str) -> dict[str, str]:
 
 
 class _Node:
-    """A step of a projection over ads of one shape: the names read at this step."""
+    """A step of a projection over ads of one shape: the names read at this step; `seen`
+    starts with the names never read (the slot's resources: `skip`)."""
 
-    __slots__ = ("get", "next", "seen")
+    __slots__ = ("get", "next", "seen", "skip")
 
-    def __init__(self, shape: Shape, names: Iterable[str], seen: frozenset[str]) -> None:
+    def __init__(self, shape: Shape, names: Iterable[str], seen: frozenset[str],
+                 skip: frozenset[str]) -> None:
         names = sorted(names)
         self.seen = seen | frozenset(names)
+        self.skip = skip
         self.get = _getter([shape.index[n] for n in names if n in shape.index])
         self.next: dict[tuple[str, ...], _Node | _Leaf] = {}
 
@@ -119,10 +163,11 @@ class _Node:
 class _Leaf:
     """The end of a projection's walk: every name it read; the kind per site."""
 
-    __slots__ = ("kinds", "seen")
+    __slots__ = ("kinds", "seen", "skip")
 
-    def __init__(self, seen: frozenset[str]) -> None:
-        self.seen = seen
+    def __init__(self, seen: frozenset[str], skip: frozenset[str]) -> None:
+        self.seen = seen - skip
+        self.skip = skip
         self.kinds: dict[str, Kind] = {}
 
 
@@ -137,17 +182,22 @@ def _getter(positions: list[int]):
 
 class Projection:
     """A slot's kind for a set of names: walked per shape with memos, so slots written
-    alike cost a few tuple lookups, however many attributes their expressions chain."""
+    alike cost a few tuple lookups, however many attributes their expressions chain.
+    A walk never reads the slot's resources (they start as seen, and leave at the end)."""
 
     def __init__(self, names: frozenset[str], reader: AdReader) -> None:
-        self.start = (names | {"requirements"}) - RESOURCES
+        self.start = names | {"requirements"}
         self.reader = reader
         self.kinds: dict[str, Kind] = {}
 
-    def kind(self, shape: Shape, values: tuple[str, ...], site: str) -> Kind:
-        node = shape.nodes.get(self)
+    def kind(self, shape: Shape, values: tuple[str, ...], site: str,
+             resources: tuple[str, ...] = ()) -> Kind:
+        """`resources`: the slot's custom ones (SlotRecord.custom)."""
+        root = (self, resources) if resources else self
+        node = shape.nodes.get(root)
         if node is None:
-            node = shape.nodes[self] = _Node(shape, self.start, frozenset())
+            skip = RESOURCES.union(name.lower() for name in resources)
+            node = shape.nodes[root] = _Node(shape, self.start - skip, skip, skip)
         while True:
             texts = node.get(values)
             step = node.next.get(texts)
@@ -160,21 +210,28 @@ class Projection:
         if kind is None:
             attrs = {name: shape.text(values, name) for name in step.seen}
             text = canonical(site, attrs)
-            kind = step.kinds[site] = self.kinds.setdefault(text, Kind(text, site, attrs))
+            kind = self.kinds.get(text)
+            if kind is None:
+                kind = self.kinds[text] = Kind(text, site, attrs, step.skip)
+            step.kinds[site] = kind
         return kind
 
     def _step(self, shape: Shape, node: _Node, texts: tuple[str, ...]) -> _Node | _Leaf:
         new = set()
         for text in texts:
             for scope, name in self.reader.reads(text):
-                if name not in RESOURCES and name not in node.seen and (
+                if name not in node.seen and (
                         scope == "my" or (scope == "" and name in shape.index)):
                     new.add(name)
-        return _Node(shape, new, node.seen) if new else _Leaf(node.seen)
+        if new:
+            return _Node(shape, new, node.seen, node.skip)
+        return _Leaf(node.seen, node.skip)
 
     def forget(self, shapes: Iterable[Shape]) -> None:
         for shape in shapes:
-            shape.nodes.pop(self, None)
+            for root in [r for r in shape.nodes if r is self or (type(r) is tuple
+                                                                and r[0] is self)]:
+                del shape.nodes[root]
 
 
 class Partition:
@@ -185,12 +242,12 @@ class Partition:
         self.projection = Projection(names, reader)
         self.kind_of: dict[str, Kind] = {}
         self.classes: dict[ClassKey, list[str]] = {}  # pilot ids sorted; free cpus > 0 only
-        self.totals: dict[tuple[str, int, int, int], int] = {}  # (kind, totals) -> slots
+        self.totals: dict[tuple[str, int, int, int, Amounts], int] = {}  # (kind, totals) -> slots
         self._views: dict[tuple[str, ...], dict[str, str]] = {}
 
     def add(self, pilot_id: str, rec: SlotRecord, keep_sorted: bool = True) -> None:
         try:
-            kind = self.projection.kind(rec.shape, rec.values, rec.site)
+            kind = self.projection.kind(rec.shape, rec.values, rec.site, rec.custom)
         except classad2.ClassAdException:
             return  # an expression these autoclusters reach does not parse: no match here
         self.kind_of[pilot_id] = kind
@@ -335,7 +392,7 @@ class SlotPool:
 
     def _refree(self, pilot_id: str, rec: SlotRecord, msg: SlotAdvertised) -> None:
         """The same ad with other free resources: the slot moves to another class."""
-        old, new = rec.free, (msg.free_cpus, msg.free_memory_mb, msg.free_disk_mb)
+        old, new = rec.free, rec.free_in(msg, self.reader)
         rec.msg = msg
         if old == new:
             return

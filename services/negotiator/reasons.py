@@ -1,8 +1,9 @@
 """Why an autocluster got nothing this pass: the first cause that holds, in words.
 
-    no slots ─▶ none at its DESIRED_Sites ─▶ too big for every slot ─▶ Requirements
-    (its own, or the slots') ─▶ a concurrency limit ─▶ its group's quota ─▶ nice_user
-    ─▶ its principal's fair share ─▶ "N slots match but none has that free"
+    no slots ─▶ none at its DESIRED_Sites ─▶ a custom resource no slot offers ─▶ too big
+    for every slot ─▶ Requirements (its own, or the slots') ─▶ a concurrency limit ─▶ its
+    group's quota ─▶ nice_user ─▶ its principal's fair share ─▶ "N slots match but not
+    enough Boats free" ─▶ "N slots match but none has that free"
 
 Slots are looked at by kind and advertised totals (Partition.totals), one
 evaluation per kind, cached like the pass's own.
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .custom import Amounts, amount_of, covers
 from .groups import NICE_USER_GROUP, ROOT
 from .jobs import Resources
 
-TotalsKey = tuple[str, int, int, int]  # (kind text, cpus, MiB, MB disk advertised)
+TotalsKey = tuple[str, int, int, int, Amounts]  # (kind text, cpus, MiB, MB disk, custom)
 
 
 class Explainer:
@@ -42,16 +44,20 @@ class Explainer:
             if not classes:
                 return self._no_site(d)
         request = job.request
-        big_enough = {k: n for k, n in classes.items() if request.fits_in(k[1], k[2], k[3])}
+        for name, amount in request.custom:
+            if not any(amount_of(k[4], name.lower()) > 0 for k in classes):
+                return f"no slot offers {name} (it asks for {amount})"
+        big_enough = {k: n for k, n in classes.items() if request.fits_in(*k[1:])}
         if not big_enough:
             return _too_big(request, classes)
         seen = {k: view.get(k[0]) or part.see(view, job.refs, k[0]) for k in big_enough}
         matching = [k for k in big_enough if self.matcher.matches(job, (seen[k], *k[1:]))]
         if not matching:
             return self._requirements(d, big_enough, seen)
-        return self._after_matching(d, sum(big_enough[k] for k in matching))
+        return self._after_matching(d, sum(big_enough[k] for k in matching),
+                                    {k[0] for k in matching})
 
-    def _after_matching(self, d, count: int) -> str:
+    def _after_matching(self, d, count: int, kinds: set[str]) -> str:
         run, charge = self.run, d.job.charge
         if d.limited_by:
             used = run.limit_usage.get(d.limited_by, 0.0)
@@ -71,7 +77,26 @@ class Explainer:
             return (f"fair share: {who} {charge.principal} got their share this cycle "
                     f"({got} cpus)")
         verb = "matches" if count == 1 else "match"
+        short = self._short_of(d.job, kinds)
+        if short:
+            return f"{_slots(count)} {verb} but not enough {short} free"
         return f"{_slots(count)} {verb} but none has {d.job.request} free"
+
+    def _short_of(self, job, kinds: set[str]) -> str:
+        """The custom resource the matching slots lack, when they have the cpus, memory
+        and disk free (as the pass left them)."""
+        if not job.wants:
+            return ""
+        rc, rm, rd = job.request
+        free = [x for c, m, disk, x, kind in self.matcher.work_of(self.layout[job.refs])
+                if kind in kinds and c >= rc and m >= rm and disk >= rd]
+        if not free:
+            return ""
+        for name, amount in job.request.custom:
+            wanted = ((name.lower(), amount),)
+            if not any(covers(x, wanted) for x in free):
+                return name
+        return ""
 
     def _no_site(self, d) -> str:
         if self._sites is None:
@@ -107,7 +132,9 @@ class Explainer:
 
 
 def _too_big(request: Resources, classes: Mapping[TotalsKey, int]) -> str:
-    most = Resources(*(max(key[i] for key in classes) for i in (1, 2, 3)))
+    most = Resources(*(max(key[i] for key in classes) for i in (1, 2, 3)), tuple(
+        (name, max(amount_of(key[4], name.lower()) for key in classes))
+        for name, _ in request.custom))
     return f"requests {request}, more than any slot has (at most {most})"
 
 

@@ -61,16 +61,21 @@ class NegotiationResult:
         return [MatchAnalysis(source=source, schedd=s, reasons=r) for s, r in by_schedd.items()]
 
     def _claims(self, key: AcKey, runs: list[Run]) -> list[Claim]:
-        cpus, memory_mb, disk_mb = self.requests[key]
+        request = self.requests[key]
+        cpus, memory_mb, disk_mb = request
         claims = []
         for pilots, per, first in runs:
             number = first
             for pilot_id in pilots:
-                entry, site, provider = self.slots[pilot_id].where
+                slot = self.slots[pilot_id]
+                entry, site, provider = slot.where
                 for _ in range(per):
                     number += 1  # claims count from 1 in a pass, as they were made
                     claims.append(Claim(
                         claim_id=new_claim_id(f"{self.claim_prefix}.{number}"),
                         pilot_id=pilot_id, cpus=cpus, memory_mb=memory_mb, disk_mb=disk_mb,
-                        entry=entry, site=site, provider=provider))
+                        entry=entry, site=site, provider=provider,
+                        # What was carved, named as the slot names it (Boats, not boats).
+                        resources={slot.spelled(name): amount
+                                   for name, amount in request.custom}))
         return claims

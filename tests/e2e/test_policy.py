@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from tests.e2e.conftest import running_pool
+
 RETRY = r"""#!/bin/sh
 # Fails until its third start: it reads how often it started before from its own job ad,
 # as HTCondor jobs do ($_CONDOR_JOB_AD); the schedd keeps NumJobStarts there.
@@ -82,3 +84,67 @@ def test_a_job_asking_for_a_resource_no_entry_offers_says_so(pool):
     assert job["state"] == "idle"
     assert "no entry offers Wings (it asks for 1)" in job["idle_reason"]
     pool.ok("rm", job_id)
+
+
+# One pilot, the only one with Boats: its 4 cpus would run 3 one-Boat jobs together.
+ONE_BOATS_PILOT = """
+[services]
+negotiator_interval_s = 2.0
+frontend_interval_s = 1.0
+factory_interval_s = 0.5
+web_port = 0
+metadata_port = 0
+
+[[entry]]
+name = "e2e-a"
+site = "SiteA"
+driver = "local"
+provider = "local"
+cpus = 4
+memory_mb = 1024
+disk_mb = 4096
+idle_timeout_s = 60.0
+resources = { Boats = 2 }
+[entry.limits]
+max_pilots = 1
+
+[[group]]
+name = "main"
+credentials = { local = "none" }
+"""
+
+SPAN = """#!/bin/sh
+# When it ran, to the nanosecond: the test counts how many ran at once.
+date +%s.%N
+sleep 6
+date +%s.%N
+"""
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_three_one_boat_jobs_share_a_two_boat_pilot_two_at_a_time_with_no_claim_rejected():
+    with running_pool(ONE_BOATS_PILOT) as pool:
+        pool.as_user("tester")
+        pool.write("span.sh", SPAN, mode=0o755)
+        done = pool.submit("boats3.sub", """
+executable = span.sh
+request_boats = 1
+output = span.$(Process).out
+queue 3
+""")
+        cluster = str(done["cluster"])
+        pool.ok("wait", cluster, "--timeout", "180")
+        assert {j["state"] for j in pool.json("q", cluster)} == {"completed"}
+        spans = [tuple(map(float, (pool.work / f"span.{i}.out").read_text().split()))
+                 for i in range(3)]
+        assert most_at_once(spans) == 2
+        requeued = [e for e in job_events(pool, cluster) if e["key"] == "job.requeued.v1"]
+        assert not [e for e in requeued if "rejected" in e["reason"]], requeued

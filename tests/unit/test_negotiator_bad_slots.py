@@ -3,6 +3,8 @@ absurd) is dead-lettered with the reason and never matched."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import classad2
 import pytest
 
@@ -14,6 +16,8 @@ from services.runtime.config import EntryConfig, PoolConfig
 from tests.helpers import wait_until
 
 GOOD_AD = "[TotalCpus = 4; TotalMemory = 8192; TotalDisk = 4194304; Cpus = 4; Memory = 8192]"
+BOATS_AD = GOOD_AD.replace(
+    "]", '; Boats = 2; TotalBoats = 2; MachineResources = "Cpus Memory Disk Boats"]')
 
 
 def slot(ad: str = GOOD_AD, cpus: int = 4, memory_mb: int = 8192, disk_mb: int = 4096,
@@ -62,6 +66,8 @@ def negotiator(settings):
     (slot(memory_mb=-1024), "slot ad of pilot p2: free memory_mb -1024"),
     (slot(GOOD_AD.replace("TotalMemory = 8192", "TotalMemory = 137438953472")),
      "slot ad of pilot p2: total memory_mb"),
+    (dataclasses.replace(slot(BOATS_AD), free_resources={"Boats": 3}),
+     "slot ad of pilot p2: free Boats 3 is not between 0 and the total 2"),
 ])
 def test_an_unbelievable_slot_ad_is_dead_lettered_at_once_with_the_reason(negotiator, msg,
                                                                           reason):

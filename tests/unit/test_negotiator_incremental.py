@@ -12,8 +12,14 @@ from classad2 import ClassAd
 from services.negotiator.logic import AdTable, negotiate
 from tests.unit.test_negotiator_logic import (
     BASIC_REQ,
+    carve,
+    fits,
+    free_of,
     job,
+    random_request,
+    random_resources,
     random_workload,
+    request_of,
     slot,
     slot_ad_with,
 )
@@ -35,7 +41,9 @@ def mutate_pool(rng, slots, step):
             cpus = s.free_cpus if s.free_cpus > 0 else 1
             used = rng.randint(0, cpus)
             s = dataclasses.replace(s, free_cpus=cpus - used, seq=s.seq + 1,
-                                    free_memory_mb=max(0, s.free_memory_mb - 700 * used))
+                                    free_memory_mb=max(0, s.free_memory_mb - 700 * used),
+                                    free_resources={n: rng.randint(0, have) for n, have
+                                                    in s.free_resources.items()})
         elif roll < 0.2:
             s = dataclasses.replace(s, state="retiring" if s.state != "retiring" else "idle")
         elif roll < 0.25:
@@ -45,7 +53,8 @@ def mutate_pool(rng, slots, step):
     for i in range(rng.randint(0, 6)):
         changed.append(slot(f"new{step}-{i}", cpus=rng.choice([1, 4, 8]),
                             site=rng.choice(["A", "B", "C"]),
-                            provider=rng.choice(["aws", "local"])))
+                            provider=rng.choice(["aws", "local"]),
+                            resources=random_resources(rng)))
     rng.shuffle(changed)
     return changed
 
@@ -58,7 +67,7 @@ def mutate_queue(rng, acs, step):
                              'TARGET.CloudInstanceID =!= "i-p01"', "TARGET.HasGPU =!= true"])
     changed.append(job(f"n{step}", owner=rng.choice(["alice", "bob", "carol"]),
                        idle=rng.randint(1, 8), requirements=f"{BASIC_REQ} && {new_clause}",
-                       rank=rng.choice(["", "TARGET.Memory"])))
+                       rank=rng.choice(["", "TARGET.Memory"]), resources=random_request(rng)))
     return changed
 
 
@@ -87,33 +96,34 @@ def expanded(result, key):
 
 def one_by_one(acs, slots, table):
     """The reference: each job of each autocluster (JobPrio order) to the slot first in line
-    by (Rank, least free, what the job sees of it, pilot id), carved as it goes."""
+    by (Rank, least free (cpus, MiB, MB disk, then custom amounts by name), what the job
+    sees of it, pilot id), carved as it goes."""
     part = table.pool.main
     reader = table.pool.reader
-    free = {s.pilot_id: (s.free_cpus, s.free_memory_mb, s.free_disk_mb)
-            for s in slots if s.state != "retiring"}
+    free = {s.pilot_id: free_of(s) for s in slots if s.state != "retiring"}
     by_id = {s.pilot_id: s for s in slots}
     order = sorted(acs, key=lambda ac: (-ClassAd(ac.ad).get("JobPrio", 0), ac.id))
     made = {}
     for ac in order:
         j = table.job(ac.ad, ac.owner, ac.desired_sites)
+        request = request_of(ClassAd(ac.ad))
         made[ac.id] = []
         for _ in range(ac.idle):
             best = None
             for pilot, f in free.items():
                 s = by_id[pilot]
-                if not j.request.fits_in(*f) or (j.sites and s.site.casefold() not in j.sites):
+                if not fits(request, f) or (j.sites and s.site.casefold() not in j.sites):
                     continue
                 ad = slot_ad_with(s, f)
                 if j.ad.symmetricMatch(ad) is not True:
                     continue
                 seen = part.kind_of[pilot].seen_by(j.refs, reader)
-                candidate = (-j.rank(ad), *f, seen, pilot)
+                candidate = (-j.rank(ad), *f[:3], sorted(f[3].items()), seen, pilot)
                 best = candidate if best is None or candidate < best else best
             if best is None:
                 break
             pilot = best[-1]
-            free[pilot] = tuple(f - r for f, r in zip(free[pilot], j.request, strict=True))
+            free[pilot] = carve(free[pilot], request)
             made[ac.id].append(pilot)
     return made
 

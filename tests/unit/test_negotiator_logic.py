@@ -21,23 +21,38 @@ SLOT_REQ = "TARGET.RequestCpus <= MY.Cpus && TARGET.RequestMemory <= MY.Memory"
 
 
 def job(ac_id="1", owner="alice", idle=1, cpus=1, memory=1000, disk_kib=1024,
-        requirements=BASIC_REQ, rank="", desired_sites="", extra=""):
+        requirements=BASIC_REQ, rank="", desired_sites="", extra="", resources=None):
+    """An autocluster; `resources` {"Boats": 1} asks for custom ones as condor_submit does
+    (Request<Name>, and a Requirements clause reading the slot's <Name>)."""
     rank_attr = f"Rank = {rank};" if rank else ""
+    for name, amount in (resources or {}).items():
+        extra += f" Request{name} = {amount};"
+        requirements += f" && TARGET.{name} >= MY.Request{name}"
     ad = (f"[RequestCpus = {cpus}; RequestMemory = {memory}; RequestDisk = {disk_kib}; "
           f"{rank_attr} {extra} Requirements = {requirements}]")
     return AutoCluster(id=ac_id, owner=owner, ad=ad, idle=idle, desired_sites=desired_sites)
 
 
 def slot(pilot_id="p1", cpus=4, memory=8000, disk_mb=10_000, site="SiteA", provider="aws",
-         requirements=SLOT_REQ, state="idle", free=None, extra=""):
-    free_cpus, free_memory, free_disk = free or (cpus, memory, disk_mb)
+         requirements=SLOT_REQ, state="idle", free=None, extra="", resources=None):
+    """A pilot's slot ad; `resources` {"Boats": 2} are custom ones, advertised as pilots do
+    (<Name> free, Total<Name>, MachineResources), all free unless `free` says otherwise:
+    (cpus, MiB, MB disk[, {"Boats": 1}])."""
+    free_cpus, free_memory, free_disk, *free_custom = free or (cpus, memory, disk_mb)
+    resources = resources or {}
+    free_custom = free_custom[0] if free_custom else dict(resources)
+    if resources:
+        extra += "".join(f" {n} = {free_custom[n]}; Total{n} = {total};"
+                         for n, total in resources.items())
+        extra += f' MachineResources = "Cpus Memory Disk {" ".join(resources)}";'
     ad = (f'[Name = "slot1@{pilot_id}"; Cpus = {cpus}; Memory = {memory}; Disk = {disk_mb * 1024}; '
           f'GLIDEIN_Site = "{site}"; GLIDEIN_Entry_Name = "entry_{site}"; '
           f'CloudProvider = "{provider}"; CloudInstanceID = "i-{pilot_id}"; Arch = "X86_64"; '
           f"{extra} Requirements = {requirements}]")
     return SlotAdvertised(pilot_id=pilot_id, ad=ad, state=state, free_cpus=free_cpus,
                           free_memory_mb=free_memory, free_disk_mb=free_disk,
-                          entry=f"entry_{site}", site=site, provider=provider)
+                          entry=f"entry_{site}", site=site, provider=provider,
+                          free_resources=free_custom)
 
 
 def run(autoclusters, slots, priorities=None, **kw):
@@ -345,6 +360,18 @@ def test_reusing_a_table_gives_the_same_result_as_a_fresh_one():
 SITES = ["A", "B", "C"]
 
 
+def random_resources(rng, per_cpu=0.25):
+    """Custom resources of a random slot: none, or some Boats (and GPUs)."""
+    some = max(1, int(per_cpu))
+    return rng.choice([{}, {}, {"Boats": some * rng.choice([1, 2])},
+                       {"Boats": some, "GPUs": some}])
+
+
+def random_request(rng):
+    """Custom resources a random autocluster asks for, spelled as users do (request_boats)."""
+    return rng.choice([{}, {}, {}, {"boats": 1}, {"Boats": 2}, {"GPUs": 1}])
+
+
 def random_workload(rng, slot_cpus, count_slots=30, count_acs=8):
     slots = []
     for i in range(count_slots):
@@ -353,7 +380,8 @@ def random_workload(rng, slot_cpus, count_slots=30, count_acs=8):
                                    SLOT_REQ + ' && TARGET.Owner =!= "mallory"'])
         slots.append(slot(f"p{i:02d}", cpus=slot_cpus, memory=memory, disk_mb=10 * memory,
                           site=rng.choice(SITES), provider=rng.choice(["aws", "local"]),
-                          requirements=requirements))
+                          requirements=requirements,
+                          resources=random_resources(rng, slot_cpus / 4)))
     acs = []
     for i in range(count_acs):
         clause = rng.choice(["", ' && TARGET.GLIDEIN_Site == "B"', " && TARGET.Memory >= 8000",
@@ -363,39 +391,67 @@ def random_workload(rng, slot_cpus, count_slots=30, count_acs=8):
         acs.append(job(f"ac{i}", owner=rng.choice(["alice", "bob"]), idle=rng.randint(1, 5),
                        cpus=rng.choice([1, 2]), memory=rng.choice([1000, 3000]),
                        requirements=BASIC_REQ + clause, rank=rank,
-                       desired_sites=rng.choice(["", "", "A,C"])))
+                       desired_sites=rng.choice(["", "", "A,C"]),
+                       resources=random_request(rng)))
     return acs, slots
 
 
 def slot_ad_with(s, free):
+    """The slot's ad with `free` written in: (cpus, MiB, MB disk[, custom amounts])."""
     ad = ClassAd(s.ad)
     ad["Cpus"], ad["Memory"], ad["Disk"] = free[0], free[1], free[2] * 1024
+    for name, amount in dict(free[3] if len(free) > 3 else {}).items():
+        ad[name] = amount
     return ad
+
+
+def free_of(s):
+    """A slot's free resources, custom ones by lower-case name."""
+    return (s.free_cpus, s.free_memory_mb, s.free_disk_mb,
+            {name.lower(): amount for name, amount in s.free_resources.items()})
+
+
+def request_of(job_ad):
+    """(cpus, MiB, MB disk, custom amounts by lower-case name) a job ad asks for."""
+    disk_mb = -(-job_ad["RequestDisk"] // 1024)  # KiB rounded up to MB
+    custom = {name[len("Request"):].lower(): job_ad[name] for name in job_ad
+              if name.lower().startswith("request")
+              and name.lower() not in ("requestcpus", "requestmemory", "requestdisk")}
+    return job_ad["RequestCpus"], job_ad["RequestMemory"], disk_mb, custom
+
+
+def fits(request, free) -> bool:
+    return all(r <= f for r, f in zip(request[:3], free[:3], strict=True)) and all(
+        free[3].get(name, 0) >= amount for name, amount in request[3].items())
+
+
+def carve(free, request):
+    return (*(f - r for f, r in zip(free[:3], request[:3], strict=True)),
+            {name: have - request[3].get(name, 0) for name, have in free[3].items()})
 
 
 def brute_force(acs, slots):
     """Every job against every slot with classad2, carving as it goes: the reference."""
-    free = {s.pilot_id: (s.free_cpus, s.free_memory_mb, s.free_disk_mb) for s in slots}
+    free = {s.pilot_id: free_of(s) for s in slots}
     site = {s.pilot_id: s.site for s in slots}
     ranks = {}
     for ac in acs:
         job_ad = ClassAd(ac.ad)
-        disk_mb = -(-job_ad["RequestDisk"] // 1024)  # KiB rounded up to MB
-        request = (job_ad["RequestCpus"], job_ad["RequestMemory"], disk_mb)
+        request = request_of(job_ad)
         sites = {x.strip() for x in ac.desired_sites.split(",") if x.strip()}
         ranks[ac.id] = []
         for _ in range(ac.idle):
             best = None
             for s in slots:
                 ad = slot_ad_with(s, free[s.pilot_id])
-                fits = all(r <= f for r, f in zip(request, free[s.pilot_id], strict=True))
-                if fits and (not sites or site[s.pilot_id] in sites) and job_ad.symmetricMatch(ad):
+                ok = fits(request, free[s.pilot_id])
+                if ok and (not sites or site[s.pilot_id] in sites) and job_ad.symmetricMatch(ad):
                     rank = _rank(job_ad, ad)
                     if best is None or rank > best[0]:
                         best = (rank, s.pilot_id)
             if best is None:
                 break
-            free[best[1]] = tuple(f - r for f, r in zip(free[best[1]], request, strict=True))
+            free[best[1]] = carve(free[best[1]], request)
             ranks[ac.id].append(best[0])
     return ranks
 
@@ -428,13 +484,18 @@ def test_every_claim_was_a_valid_match_when_made(seed):
     result = run(acs, slots)
     assert result.match_count > 0
     by_id = {s.pilot_id: s for s in slots}
-    free = {s.pilot_id: (s.free_cpus, s.free_memory_mb, s.free_disk_mb) for s in slots}
+    free = {s.pilot_id: free_of(s) for s in slots}
     made = sorted(((int(c.claim_id.split(".")[1]), key, c) for key, claims in result.matches.items()
                    for c in claims), key=lambda t: t[0])
     ads = {ac.id: ClassAd(ac.ad) for ac in acs}
     for _, (_, ac_id), claim in made:
         before = free[claim.pilot_id]
         assert ads[ac_id].symmetricMatch(slot_ad_with(by_id[claim.pilot_id], before))
-        after = (before[0] - claim.cpus, before[1] - claim.memory_mb, before[2] - claim.disk_mb)
-        assert min(after) >= 0, "slot over-committed"
+        # The claim takes what the job asks for, custom resources named as the slot names them.
+        request = request_of(ads[ac_id])
+        assert (claim.cpus, claim.memory_mb, claim.disk_mb) == request[:3]
+        assert claim.resources.keys() <= by_id[claim.pilot_id].free_resources.keys()
+        assert {n.lower(): a for n, a in claim.resources.items()} == request[3]
+        after = carve(before, request)
+        assert min(after[:3]) >= 0 and min(after[3].values(), default=0) >= 0, "over-committed"
         free[claim.pilot_id] = after
